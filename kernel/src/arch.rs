@@ -1,0 +1,379 @@
+//! x86_64 CPU primitives: port I/O, CPUID, MSRs, TSC, interrupt flag, halting, and the IDT
+//! with the exception stubs (every exception is fatal and reported through the panic path)
+//! and the event-channel upcall stub.
+//!
+//! Interrupt model (single vCPU): the kernel runs with IF=0 at all times except inside
+//! [`wait_for_interrupt`], which executes `sti; hlt` — the STI shadow makes the pair atomic, so
+//! an interrupt that became pending after the caller's last check still wakes the `hlt`.
+//! The upcall handler therefore only acknowledges (see [`set_upcall_ack`]); all real work
+//! happens in the main loop with interrupts off.
+
+use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Writes one byte to an I/O port.
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: port output has no memory-safety effect on this kernel; the ports written
+    // (0xE9 debug console, 0xF4 isa-debug-exit) are emulated debug devices or ignored.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Writes one 32-bit value to an I/O port.
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Result registers of one CPUID query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuidResult {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// Executes CPUID for `leaf`/`subleaf`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    CpuidResult {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The caller must name an MSR whose write is valid and whose effect (e.g. Xen filling the
+/// hypercall page at the written address) is accounted for.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: delegated to the caller (see # Safety).
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack, preserves_flags))
+    };
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects (CR4.TSD is clear: we never set it).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Reads CR2 (the faulting linear address of the last page fault).
+pub fn read_cr2() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR2 at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Disables interrupts.
+pub fn disable_interrupts() {
+    // SAFETY: clearing IF only delays interrupt delivery.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Enables interrupts, halts until one arrives, disables them again.
+///
+/// Atomic with respect to the caller's last "is there work?" check thanks to the STI shadow.
+/// Returns after any interrupt (upcall, spurious) — callers re-check their condition.
+pub fn wait_for_interrupt() {
+    // SAFETY: the IDT is installed (see `install_idt`) before the first call; the handlers
+    // it names preserve all registers, so enabling interrupts for the `hlt` is sound.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
+/// Stops the CPU for good (interrupts off).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: with IF=0, `hlt` only returns on NMI/SMI; we loop back.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// IDT
+
+/// Vector used for the Xen event-channel upcall.
+pub const UPCALL_VECTOR: u8 = 0xF3;
+
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+struct IdtEntry {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attributes: u8,
+    offset_middle: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+const _: () = assert!(core::mem::size_of::<IdtEntry>() == 16);
+
+impl IdtEntry {
+    const MISSING: IdtEntry = IdtEntry {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        type_attributes: 0,
+        offset_middle: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    fn interrupt_gate(handler: u64) -> IdtEntry {
+        IdtEntry {
+            offset_low: handler as u16,
+            selector: 0x08, // 64-bit code segment of the boot GDT
+            ist: 0,
+            type_attributes: 0x8E, // present, DPL 0, 64-bit interrupt gate
+            offset_middle: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, align(4096))]
+struct Idt([IdtEntry; 256]);
+
+static mut IDT: Idt = Idt([IdtEntry::MISSING; 256]);
+
+#[repr(C, packed)]
+struct DescriptorTablePointer {
+    limit: u16,
+    base: u64,
+}
+
+// Exception stubs: push a dummy error code where the CPU does not, push the vector, jump to
+// the common path which saves registers and calls `exception_dispatch` (never returns).
+global_asm!(
+    r#"
+    .macro EXC_NOERR n
+    .global exception_stub_\n
+exception_stub_\n:
+    pushq $0
+    pushq $\n
+    jmp exception_common
+    .endm
+    .macro EXC_ERR n
+    .global exception_stub_\n
+exception_stub_\n:
+    pushq $\n
+    jmp exception_common
+    .endm
+
+    .pushsection .text.exceptions, "ax", @progbits
+    EXC_NOERR 0
+    EXC_NOERR 1
+    EXC_NOERR 2
+    EXC_NOERR 3
+    EXC_NOERR 4
+    EXC_NOERR 5
+    EXC_NOERR 6
+    EXC_NOERR 7
+    EXC_ERR 8
+    EXC_NOERR 9
+    EXC_ERR 10
+    EXC_ERR 11
+    EXC_ERR 12
+    EXC_ERR 13
+    EXC_ERR 14
+    EXC_NOERR 15
+    EXC_NOERR 16
+    EXC_ERR 17
+    EXC_NOERR 18
+    EXC_NOERR 19
+    EXC_NOERR 20
+    EXC_ERR 21
+    EXC_NOERR 22
+    EXC_NOERR 23
+    EXC_NOERR 24
+    EXC_NOERR 25
+    EXC_NOERR 26
+    EXC_NOERR 27
+    EXC_NOERR 28
+    EXC_ERR 29
+    EXC_ERR 30
+    EXC_NOERR 31
+
+exception_common:
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    movq %rsp, %rdi
+    andq $-16, %rsp
+    call {dispatch}
+1:  cli
+    hlt
+    jmp 1b
+
+    /* Event-channel upcall: acknowledge and return; the main loop scans the bitmaps. */
+    .global upcall_stub
+upcall_stub:
+    pushq %rax
+    movq {pending_flag}(%rip), %rax
+    testq %rax, %rax
+    jz 2f
+    movb $0, (%rax)          /* vcpu_info.evtchn_upcall_pending = 0 */
+2:  movq {eoi_register}(%rip), %rax
+    testq %rax, %rax
+    jz 3f
+    movl $0, (%rax)          /* LAPIC EOI (only when the per-vCPU vector is in use) */
+3:  lock incq {upcall_count}(%rip)
+    popq %rax
+    iretq
+    .popsection
+
+    .pushsection .rodata.exception_stub_table, "a"
+    .balign 8
+    .global exception_stub_table
+exception_stub_table:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad exception_stub_\n
+    .endr
+    .popsection
+"#,
+    dispatch = sym exception_dispatch,
+    pending_flag = sym UPCALL_PENDING_FLAG,
+    eoi_register = sym UPCALL_EOI_REGISTER,
+    upcall_count = sym UPCALL_COUNT,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    safe fn upcall_stub();
+    /// Addresses of `exception_stub_0` .. `exception_stub_31` (built by the assembly above).
+    safe static exception_stub_table: [u64; 32];
+}
+
+/// Address of `vcpu_info.evtchn_upcall_pending` once shared_info is mapped (0 before).
+static UPCALL_PENDING_FLAG: AtomicU64 = AtomicU64::new(0);
+/// Address of the LAPIC EOI register if the per-vCPU upcall vector is used (0 otherwise).
+static UPCALL_EOI_REGISTER: AtomicU64 = AtomicU64::new(0);
+/// Number of upcalls taken (statistics).
+static UPCALL_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Tells the upcall stub what to acknowledge: the `evtchn_upcall_pending` byte of vCPU 0 and,
+/// optionally, the LAPIC EOI register.
+pub fn set_upcall_ack(pending_flag_address: u64, eoi_register_address: Option<u64>) {
+    UPCALL_PENDING_FLAG.store(pending_flag_address, Ordering::SeqCst);
+    UPCALL_EOI_REGISTER.store(eoi_register_address.unwrap_or(0), Ordering::SeqCst);
+}
+
+/// Number of upcall interrupts taken so far.
+pub fn upcall_count() -> u64 {
+    UPCALL_COUNT.load(Ordering::Relaxed)
+}
+
+/// Registers saved by `exception_common`, lowest address first, followed by the CPU frame.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ExceptionFrame {
+    rbp: u64,
+    rdi: u64,
+    rsi: u64,
+    rdx: u64,
+    rcx: u64,
+    rbx: u64,
+    rax: u64,
+    vector: u64,
+    error_code: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "divide error",
+    "debug",
+    "NMI",
+    "breakpoint",
+    "overflow",
+    "bound range",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack fault",
+    "general protection",
+    "page fault",
+    "reserved",
+    "x87 FP",
+    "alignment check",
+    "machine check",
+    "SIMD FP",
+    "virtualization",
+    "control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection",
+    "VMM communication",
+    "security",
+    "reserved",
+];
+
+extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
+    let name = EXCEPTION_NAMES
+        .get(frame.vector as usize)
+        .copied()
+        .unwrap_or("unknown");
+    let cr2 = if frame.vector == 14 { read_cr2() } else { 0 };
+    panic!(
+        "CPU exception {} ({}) error_code={:#x} rip={:#x} rsp={:#x} rflags={:#x} cr2={:#x} \
+         rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+        frame.vector,
+        name,
+        frame.error_code,
+        frame.rip,
+        frame.rsp,
+        frame.rflags,
+        cr2,
+        frame.rax,
+        frame.rbx,
+        frame.rcx,
+        frame.rdx,
+        frame.rsi,
+        frame.rdi,
+        frame.rbp
+    );
+}
+
+/// Installs the IDT: vectors 0–31 report the exception and panic; [`UPCALL_VECTOR`] is the
+/// event-channel upcall. Must run before interrupts are ever enabled.
+pub fn install_idt() {
+    let stubs: [u64; 32] = exception_stub_table;
+    // SAFETY: single vCPU, interrupts disabled, called once during boot before anything reads
+    // the IDT: this is the only live reference to `IDT`.
+    let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
+    for (vector, stub) in stubs.iter().enumerate() {
+        idt.0[vector] = IdtEntry::interrupt_gate(*stub);
+    }
+    idt.0[UPCALL_VECTOR as usize] = IdtEntry::interrupt_gate(upcall_stub as *const () as u64);
+    let pointer = DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: core::ptr::addr_of!(IDT) as u64,
+    };
+    // SAFETY: `pointer` describes a valid, 'static IDT whose gates point at the stubs above.
+    unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) };
+}

@@ -1,0 +1,185 @@
+//! PVH entry: the ELF note, the 32-bit entry point, boot page tables, GDT, stack and the switch
+//! to long mode, ending in a call to [`crate::kernel_main`].
+//!
+//! Follows the PVH boot ABI of xen.git `docs/misc/pvh.pandoc`: we are entered at the physical
+//! address named by the `XEN_ELFNOTE_PHYS32_ENTRY` note (xen.git
+//! `xen/include/public/elfnote.h`, type 18) in 32-bit protected mode, paging off, `ebx` = physical
+//! address of `struct hvm_start_info`, everything else (stack, GDT, IDT) unspecified.
+//!
+//! What the assembly does, in order:
+//! 1. `cli; cld`; keep `ebx` (start-info address) untouched throughout.
+//! 2. Zero `.bss` (it holds the page tables and the stack, so this comes first). The loader
+//!    already zeroes it, but a warm restart re-enters here with dirty memory.
+//! 3. Build the identity map with 2 MiB pages: 4 page directories for 0–4 GiB plus one for the
+//!    grant-mapping window at 4–5 GiB (see [`GRANT_WINDOW_BASE`]).
+//! 4. Load our GDT, enable PAE, load CR3, set EFER.LME, enable paging (+WP), far-jump to 64-bit.
+//! 5. Load data segments, the 64-bit stack pointer, and call `kernel_main(start_info_paddr)`.
+
+use core::arch::global_asm;
+
+/// Size of the boot (and only) stack.
+pub const STACK_SIZE_BYTES: usize = 128 * 1024;
+
+/// First guest-physical address of the window reserved for foreign (grant) mappings.
+/// It lies above every RAM range of a xenstore domain (init-xenstore-domain populates only
+/// `--memory` MiB below 4 GiB), is identity mapped by the boot page tables, and is never
+/// populated by us.
+pub const GRANT_WINDOW_BASE: u64 = 0x1_0000_0000;
+/// Size of the grant-mapping window: one page directory of 2 MiB pages (1 GiB).
+pub const GRANT_WINDOW_SIZE_BYTES: u64 = 0x4000_0000;
+
+/// Number of 2 MiB page directory entries written by the boot code (5 directories × 512).
+const BOOT_PD_ENTRIES: u32 = 5 * 512;
+
+global_asm!(
+    // ---- PVH ELF note (elfnote.h: XEN_ELFNOTE_PHYS32_ENTRY = 18) ----
+    r#"
+    .pushsection .note.Xen, "a", @note
+    .balign 4
+    .long 4                 /* namesz: "Xen\0" */
+    .long 4                 /* descsz: 32-bit physical entry address */
+    .long 18                /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .long pvh_start32
+    .balign 4
+    .popsection
+
+    .pushsection .bss.boot, "aw", @nobits
+    .balign 4096
+    .global boot_pml4
+boot_pml4:
+    .skip 4096
+boot_pdpt:
+    .skip 4096
+boot_pd:
+    .skip 4096 * 5
+    .balign 16
+    .global boot_stack_bottom
+boot_stack_bottom:
+    .skip {stack_size}
+    .global boot_stack_top
+boot_stack_top:
+    .popsection
+
+    .pushsection .rodata.boot_gdt, "a"
+    .balign 16
+    .global boot_gdt
+boot_gdt:
+    .quad 0                         /* 0x00 null */
+    .quad 0x00af9a000000ffff        /* 0x08 64-bit code, DPL 0 */
+    .quad 0x00cf92000000ffff        /* 0x10 flat data, DPL 0 */
+    .quad 0x00cf9a000000ffff        /* 0x18 flat 32-bit code (unused after the switch) */
+boot_gdt_end:
+    .balign 4
+    .word 0
+boot_gdt_pointer:
+    .word boot_gdt_end - boot_gdt - 1
+    .long boot_gdt
+    .popsection
+
+    .pushsection .text.boot, "ax", @progbits
+    .code32
+    .global pvh_start32
+pvh_start32:
+    cli
+    cld
+
+    /* 2. zero .bss (ebx is preserved: start-info address) */
+    movl $__bss_start, %edi
+    movl $__bss_end, %ecx
+    subl %edi, %ecx
+    xorl %eax, %eax
+    rep stosb
+
+    /* 3. page tables: PML4[0] -> PDPT; PDPT[0..5] -> PD[0..5]; PD entries 2 MiB each */
+    movl $boot_pdpt, %eax
+    orl $0x3, %eax                  /* present | writable */
+    movl %eax, boot_pml4
+
+    xorl %ecx, %ecx
+1:
+    movl %ecx, %eax
+    shll $12, %eax
+    addl $boot_pd, %eax
+    orl $0x3, %eax
+    movl %eax, boot_pdpt(,%ecx,8)
+    incl %ecx
+    cmpl $5, %ecx
+    jb 1b
+
+    xorl %ecx, %ecx
+2:
+    movl %ecx, %eax
+    shll $21, %eax
+    orl $0x83, %eax                 /* present | writable | 2 MiB page */
+    movl %eax, boot_pd(,%ecx,8)
+    movl %ecx, %eax
+    shrl $11, %eax                  /* bits 32.. of the physical address */
+    movl %eax, boot_pd+4(,%ecx,8)
+    incl %ecx
+    cmpl ${pd_entries}, %ecx
+    jb 2b
+
+    /* 4. GDT, PAE, CR3, EFER.LME, paging */
+    lgdt boot_gdt_pointer
+    movl %cr4, %eax
+    orl $0x20, %eax                 /* CR4.PAE */
+    movl %eax, %cr4
+    movl $boot_pml4, %eax
+    movl %eax, %cr3
+    movl $0xc0000080, %ecx          /* IA32_EFER */
+    rdmsr
+    orl $0x100, %eax                /* EFER.LME */
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80010001, %eax           /* PG | WP | PE */
+    movl %eax, %cr0
+    ljmp $0x08, $3f
+
+    .code64
+3:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    xorw %ax, %ax
+    movw %ax, %fs
+    movw %ax, %gs
+    movabsq $boot_stack_top, %rsp
+    xorl %ebp, %ebp
+    movl %ebx, %edi                 /* zero-extends: start-info physical address */
+    call {kernel_main}
+4:
+    cli
+    hlt
+    jmp 4b
+    .popsection
+"#,
+    stack_size = const STACK_SIZE_BYTES,
+    pd_entries = const BOOT_PD_ENTRIES,
+    kernel_main = sym crate::kernel_main,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+    static boot_stack_bottom: u8;
+    static boot_stack_top: u8;
+}
+
+/// Physical address range `[start, end)` occupied by the loaded kernel image (incl. `.bss`).
+pub fn kernel_image_range() -> (u64, u64) {
+    // Only the addresses of linker symbols are taken; they are never read.
+    let start = core::ptr::addr_of!(__kernel_start) as u64;
+    let end = core::ptr::addr_of!(__kernel_end) as u64;
+    (start, end)
+}
+
+/// Address range `[bottom, top)` of the boot stack.
+pub fn stack_range() -> (u64, u64) {
+    let bottom = core::ptr::addr_of!(boot_stack_bottom) as u64;
+    let top = core::ptr::addr_of!(boot_stack_top) as u64;
+    (bottom, top)
+}

@@ -1,0 +1,459 @@
+//! xenstore-stubdom: the Xen PVH unikernel that hosts the xenstore server.
+//!
+//! Contract: boots from the PVH entry note ([`boot`]), brings up logging (port 0xE9 from the
+//! first line, then the PV console ring), the exception table, start-info parsing and the heap,
+//! then the Xen platform layer ([`xen`]), and finally runs the idle/event loop that the portable
+//! server core (`server/`) will be driven from through the [`platform`] traits.
+//! Without Xen (plain QEMU) it reports that clearly and powers off.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod debugcon;
+mod heap;
+mod logger;
+mod panic;
+#[allow(
+    dead_code,
+    reason = "API for the server core (server/), which is not linked in yet"
+)]
+mod platform;
+mod start_info;
+#[allow(
+    dead_code,
+    reason = "complete Xen interface wrappers; the server core will use the rest"
+)]
+mod xen;
+
+use log::{LevelFilter, error, info, warn};
+
+use crate::platform::{Clock, EventChannels, Idle, RingMapper, RingMemory, XenPlatform};
+use crate::start_info::BootInfo;
+use crate::xen::abi;
+
+/// Version string printed in the banner.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Interval between heartbeat log lines of the idle loop.
+const HEARTBEAT_INTERVAL_NS: u64 = 10_000_000_000;
+
+/// Entered from the 64-bit boot code with the physical address of `hvm_start_info`.
+#[unsafe(no_mangle)]
+pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
+    logger::init(LevelFilter::Info);
+    info!("xenstore-stubdom {VERSION}: PVH boot, start_info at {start_info_address:#x}");
+    arch::install_idt();
+    let (image_start, image_end) = boot::kernel_image_range();
+    let (stack_bottom, stack_top) = boot::stack_range();
+    info!(
+        "kernel image {image_start:#x}-{image_end:#x}, stack {stack_bottom:#x}-{stack_top:#x}, \
+         identity map 0-5 GiB (grant window {:#x}+{} MiB)",
+        boot::GRANT_WINDOW_BASE,
+        boot::GRANT_WINDOW_SIZE_BYTES >> 20
+    );
+
+    let mut boot_info = match BootInfo::parse(start_info_address) {
+        Ok(boot_info) => boot_info,
+        Err(error) => panic!("cannot parse start_info: {error}"),
+    };
+    apply_command_line(&boot_info);
+    log_boot_info(&boot_info);
+
+    let xen = xen::detect();
+    let mut populated_end = None;
+    match &xen {
+        Some(found) => {
+            info!(
+                "Xen {}.{} detected (CPUID base {:#x}, hypercall MSR {:#x}, domid {:?})",
+                found.version_major,
+                found.version_minor,
+                found.base_leaf,
+                found.hypercall_msr,
+                found.domid
+            );
+            xen::hypercall::install(found.hypercall_msr);
+            let (major, minor) = xen::hypercall::xen_version();
+            info!(
+                "hypercall page at {:#x} installed; xen_version says {major}.{minor}",
+                xen::hypercall::page_address()
+            );
+            match xen::memory::current_reservation_pages() {
+                Ok(pages) => {
+                    // Populated RAM runs from gfn 0 upwards; 8 special pages (and possibly a
+                    // few more builder pages) count towards the reservation but sit near 4 GiB,
+                    // so stop 64 pages short to stay on populated frames.
+                    let end = pages.saturating_sub(64) * 4096;
+                    info!(
+                        "current reservation {pages} pages ({} KiB); heap capped at {end:#x}",
+                        pages * 4
+                    );
+                    populated_end = Some(end);
+                }
+                Err(error) => warn!("XENMEM_current_reservation failed: {error}"),
+            }
+        }
+        None => info!("no Xen CPUID signature found"),
+    }
+    if boot_info.memory_map().is_empty() && xen.is_some() {
+        fill_memory_map_from_xen(&mut boot_info, populated_end);
+    }
+
+    let range = match heap::choose_range(&boot_info, (image_start, image_end), populated_end) {
+        Ok(range) => range,
+        Err(error) => panic!("no heap: {error}"),
+    };
+    heap::init(range);
+    match heap::self_test() {
+        Ok(_) => {
+            let (_, free) = heap::usage();
+            info!(
+                "heap ok: {:#x}-{:#x} ({} KiB, {} KiB free)",
+                range.start,
+                range.end,
+                range.size_bytes() / 1024,
+                free / 1024
+            );
+        }
+        Err(reason) => panic!("heap self-test failed: {reason}"),
+    }
+
+    run_self_tests(&boot_info);
+
+    let Some(xen) = xen else {
+        match xen::console::self_test_on_private_page() {
+            Ok(()) => {
+                info!("console ring self-test ok: full ring drops and counts, wrap-around ok")
+            }
+            Err(reason) => panic!("console ring self-test failed: {reason}"),
+        }
+        info!("not running on Xen: nothing to serve, powering off");
+        panic::power_off_without_xen();
+    };
+    xen_platform_init(&boot_info, &xen)
+}
+
+/// start_info had no memory map (Xen 4.17's PVH builder leaves it empty for
+/// init-xenstore-domain): ask Xen, or fall back to "RAM up to the populated limit".
+fn fill_memory_map_from_xen(boot_info: &mut BootInfo, populated_end: Option<u64>) {
+    match xen::memory::memory_map() {
+        Ok((entries, count)) if count > 0 => {
+            boot_info.set_memory_map(entries[..count].iter().map(|entry| {
+                let (address, size_bytes, memory_type) = (entry.addr, entry.size, entry.type_);
+                start_info::MemoryRange {
+                    address,
+                    size_bytes,
+                    memory_type,
+                }
+            }));
+            info!("memory map from XENMEM_memory_map ({count} entries):");
+        }
+        result => {
+            let end = populated_end.unwrap_or(0);
+            match result {
+                Ok(_) => warn!("XENMEM_memory_map returned no entries; assuming RAM 0-{end:#x}"),
+                Err(error) => warn!("XENMEM_memory_map failed: {error}; assuming RAM 0-{end:#x}"),
+            }
+            boot_info.set_memory_map(core::iter::once(start_info::MemoryRange {
+                address: 0,
+                size_bytes: end,
+                memory_type: start_info::MEMORY_TYPE_RAM,
+            }));
+        }
+    }
+    for range in boot_info.memory_map() {
+        info!(
+            "  memory {:#012x}-{:#012x} type {}",
+            range.address,
+            range.end(),
+            range.memory_type
+        );
+    }
+}
+
+fn apply_command_line(boot_info: &BootInfo) {
+    if let Some(level) = boot_info.option("--loglevel") {
+        let filter = match level {
+            "error" => LevelFilter::Error,
+            "warn" => LevelFilter::Warn,
+            "debug" => LevelFilter::Debug,
+            "trace" => LevelFilter::Trace,
+            _ => LevelFilter::Info,
+        };
+        log::set_max_level(filter);
+    }
+    // Each 0xE9 byte is a VM exit: allow turning it off once the PV console works.
+    if boot_info.option("--e9") == Some("off") {
+        debugcon::set_enabled(false);
+    }
+}
+
+fn log_boot_info(boot_info: &BootInfo) {
+    info!(
+        "start_info parsed: magic ok, at {:#x}, version {}, flags {:#x}, rsdp {:#x}, cmdline \"{}\"{}",
+        boot_info.start_info_address,
+        boot_info.version,
+        boot_info.flags,
+        boot_info.rsdp_address,
+        boot_info.command_line(),
+        if boot_info.command_line_truncated {
+            " (truncated)"
+        } else {
+            ""
+        }
+    );
+    for range in boot_info.memory_map() {
+        info!(
+            "  memory {:#012x}-{:#012x} type {}",
+            range.address,
+            range.end(),
+            range.memory_type
+        );
+    }
+    for (index, module) in boot_info.modules().iter().enumerate() {
+        info!(
+            "  module {index}: {:#x} ({} bytes)",
+            module.address, module.size_bytes
+        );
+    }
+    info!(
+        "memory map: {} entries, {} KiB RAM; {} modules",
+        boot_info.memory_map().len(),
+        boot_info.ram_bytes() / 1024,
+        boot_info.modules().len()
+    );
+}
+
+/// Deliberate faults selected by `--selftest=<name>` (checked by scripts/kernel-smoke.sh).
+fn run_self_tests(boot_info: &BootInfo) {
+    match boot_info.option("--selftest") {
+        Some("page-fault") => {
+            info!("selftest: reading unmapped address 0x200000000");
+            // SAFETY: deliberately unsound access to an unmapped address to check that the
+            // page-fault handler reports it; the kernel panics and never continues.
+            let value = unsafe { core::ptr::read_volatile(0x2_0000_0000 as *const u64) };
+            error!("selftest: read {value:#x} from an unmapped address without a fault");
+        }
+        Some("panic") => panic!("selftest: deliberate panic"),
+        Some(other) => warn!("unknown --selftest={other}"),
+        None => {}
+    }
+}
+
+/// Xen platform bring-up and the idle/event loop.
+fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid) -> ! {
+    if let Err(error) = xen::shared_info::map() {
+        panic!("cannot map shared_info: {error}");
+    }
+    xen::evtchn::mask_all();
+    arch::set_upcall_ack(xen::shared_info::upcall_pending_address(), None);
+    match xen::hvm::set_callback_vector(arch::UPCALL_VECTOR) {
+        Ok(()) => info!(
+            "shared_info mapped; event upcall on vector {:#x}",
+            arch::UPCALL_VECTOR
+        ),
+        Err(error) => error!("HVM_PARAM_CALLBACK_IRQ failed: {error}; waking by timer only"),
+    }
+    let now = xen::time::now_ns();
+    let (wallclock_seconds, _) = xen::shared_info::wallclock();
+    info!(
+        "system time {} ms since host boot; wallclock {wallclock_seconds} s",
+        now / 1_000_000
+    );
+
+    match xen::console::init() {
+        Ok(location) => {
+            let _ = xen::evtchn::unmask(location.port);
+            info!(
+                "PV console ring at gfn {:#x}, port {}",
+                location.gfn, location.port
+            );
+        }
+        Err(error) => warn!("no PV console: {error}"),
+    }
+
+    let own_domid = xen_cpuid.domid.unwrap_or(abi::DOMID_SELF);
+    let store_gfn = xen::hvm::get_param(abi::HVM_PARAM_STORE_PFN);
+    let store_port = xen::hvm::get_param(abi::HVM_PARAM_STORE_EVTCHN);
+    info!("own domid {own_domid}; store ring gfn {store_gfn:x?}, store evtchn {store_port:?}");
+
+    let timer_port = match xen::evtchn::bind_virq(abi::VIRQ_TIMER) {
+        Ok(port) => {
+            let _ = xen::evtchn::unmask(port);
+            Some(port)
+        }
+        Err(error) => {
+            error!("bind VIRQ_TIMER failed: {error}");
+            None
+        }
+    };
+    let dom_exc_port = match xen::evtchn::bind_virq(abi::VIRQ_DOM_EXC) {
+        Ok(port) => {
+            let _ = xen::evtchn::unmask(port);
+            info!("VIRQ_DOM_EXC bound to port {port}");
+            Some(port)
+        }
+        Err(error) => {
+            warn!("bind VIRQ_DOM_EXC failed: {error} (not the nominated handler?)");
+            None
+        }
+    };
+    log_domains();
+
+    let mut platform = XenPlatform::new();
+    let mut dom0_port = None;
+    let mut dom0_ring = None;
+    if let Some(remote_port) = boot_info
+        .option("--event")
+        .and_then(|p| p.parse::<u32>().ok())
+    {
+        match platform.map(0) {
+            Ok(ring) => {
+                // xs_wire.h ring indices: req_cons @2048, req_prod @2052, rsp_cons @2056,
+                // rsp_prod @2060 (read only, for the log; the server owns the protocol).
+                info!(
+                    "dom0 ring (grant ref 1) mapped at gfn {:#x} (handle {}): req {}/{} rsp {}/{}",
+                    ring.gfn(),
+                    ring.handle(),
+                    ring.load_acquire(2048),
+                    ring.load_acquire(2052),
+                    ring.load_acquire(2056),
+                    ring.load_acquire(2060)
+                );
+                grant_self_check(&mut platform, &ring);
+                dom0_ring = Some(ring); // kept mapped for the server
+            }
+            Err(error) => error!("cannot map dom0's xenstore ring (grant ref 1): {error}"),
+        }
+        match platform.bind_interdomain(0, remote_port) {
+            Ok(port) => {
+                info!("dom0 event channel: remote port {remote_port} -> local port {port}");
+                dom0_port = Some(port);
+            }
+            Err(error) => error!("bind_interdomain(0, {remote_port}) failed: {error}"),
+        }
+    } else {
+        warn!("no --event <port> on the command line: not started by init-xenstore-domain?");
+    }
+    if let Ok(port) = store_port
+        && port != 0
+    {
+        match platform.bind_interdomain(own_domid, port as u32) {
+            Ok(local) => info!("own store event channel: port {port} -> local port {local}"),
+            Err(error) => warn!("bind_interdomain(self, {port}) failed: {error}"),
+        }
+    }
+    evtchn_self_check(own_domid);
+
+    info!("platform ready; server core not linked yet: entering the idle event loop");
+    idle_loop(platform, timer_port, dom_exc_port, dom0_port, dom0_ring)
+}
+
+/// Maps dom0's grant a second time, compares, unmaps: proves map/unmap on this Xen.
+fn grant_self_check(platform: &mut XenPlatform, first: &platform::MappedRing) {
+    match platform.map(0) {
+        Ok(second) => {
+            let same = second.load_acquire(2052) == first.load_acquire(2052);
+            let gfn = second.gfn();
+            match platform.unmap(second) {
+                Ok(()) => info!(
+                    "grant self-check: second mapping at gfn {gfn:#x} {} the first; unmapped ok",
+                    if same { "matches" } else { "DIFFERS from" }
+                ),
+                Err(error) => error!("grant self-check: unmap failed: {error}"),
+            }
+        }
+        Err(error) => error!("grant self-check: second map failed: {error}"),
+    }
+}
+
+/// Allocates an unbound port, closes it: proves alloc_unbound/close.
+fn evtchn_self_check(own_domid: u16) {
+    match xen::evtchn::alloc_unbound(own_domid) {
+        Ok(port) => match xen::evtchn::close(port) {
+            Ok(()) => info!("event channel self-check: alloc_unbound -> port {port}, closed ok"),
+            Err(error) => error!("event channel self-check: close({port}) failed: {error}"),
+        },
+        Err(error) => error!("event channel self-check: alloc_unbound failed: {error}"),
+    }
+}
+
+fn log_domains() {
+    let mut next = 0u16;
+    for _ in 0..64 {
+        match xen::domctl::next_domain(next) {
+            Ok(Some(domain)) => {
+                info!(
+                    "domain {}: flags {:#x}{}{}{}, {} pages (max {}), gpaddr_bits {}",
+                    domain.domid,
+                    // Bits 16..: shutdown code, meaningful only when shut down.
+                    domain.flags & 0xFFFF,
+                    if domain.xenstore_domain() {
+                        " xenstore"
+                    } else {
+                        ""
+                    },
+                    if domain.dying() { " dying" } else { "" },
+                    if domain.shutdown() { " shutdown" } else { "" },
+                    domain.total_pages,
+                    domain.max_pages,
+                    domain.gpaddr_bits
+                );
+                next = domain.domid + 1;
+            }
+            Ok(None) => return,
+            Err(error) => {
+                warn!("XEN_DOMCTL_getdomaininfo({next}) failed: {error}");
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for events without spinning; logs what arrives and a heartbeat.
+fn idle_loop(
+    mut platform: XenPlatform,
+    timer_port: Option<u32>,
+    dom_exc_port: Option<u32>,
+    dom0_port: Option<u32>,
+    _dom0_ring: Option<platform::MappedRing>,
+) -> ! {
+    let mut events: u64 = 0;
+    let mut wakeups: u64 = 0;
+    let mut next_heartbeat = platform.now_ns() + HEARTBEAT_INTERVAL_NS;
+    loop {
+        platform.poll(&mut |port| {
+            events += 1;
+            if Some(port) == dom_exc_port {
+                info!("VIRQ_DOM_EXC: domain state changed");
+                log_domains();
+            } else if Some(port) == dom0_port {
+                info!("event from dom0 on port {port} (server core not linked: ignored)");
+            } else if Some(port) == timer_port {
+                // deadline bookkeeping below
+            } else {
+                log::debug!("event on port {port}");
+            }
+        });
+        let now = platform.now_ns();
+        if now >= next_heartbeat {
+            let (used, free) = heap::usage();
+            info!(
+                "heartbeat: {} s, {wakeups} wake-ups, {events} events, {} upcalls, heap {} KiB used \
+                 / {} KiB free, console {} bytes written / {} lost, {} log records dropped",
+                now / 1_000_000_000,
+                arch::upcall_count(),
+                used / 1024,
+                free / 1024,
+                xen::console::written_bytes(),
+                xen::console::lost_bytes(),
+                logger::records_dropped()
+            );
+            next_heartbeat = now + HEARTBEAT_INTERVAL_NS;
+        }
+        platform.wait(Some(next_heartbeat));
+        wakeups += 1;
+    }
+}

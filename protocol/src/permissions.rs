@@ -131,10 +131,43 @@ impl fmt::Display for Permission {
 }
 
 /// A node's permission list: never empty; entry 0 is the owner.
+///
+/// With the `serde` feature it serializes as a struct with one field `entries`; deserializing
+/// rejects an empty list, so [`Permissions::owner`] cannot panic on persisted data.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "PermissionsRepr", into = "PermissionsRepr")
+)]
 pub struct Permissions {
     entries: Vec<Permission>,
+}
+
+/// The serialized form of [`Permissions`] (same shape as the struct itself).
+#[cfg(feature = "serde")]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename = "Permissions")]
+struct PermissionsRepr {
+    entries: Vec<Permission>,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<PermissionsRepr> for Permissions {
+    type Error = &'static str;
+
+    fn try_from(repr: PermissionsRepr) -> Result<Permissions, Self::Error> {
+        Permissions::from_entries(repr.entries).map_err(|_| "empty permission list")
+    }
+}
+
+#[cfg(feature = "serde")]
+impl From<Permissions> for PermissionsRepr {
+    fn from(permissions: Permissions) -> PermissionsRepr {
+        PermissionsRepr {
+            entries: permissions.entries,
+        }
+    }
 }
 
 impl Permissions {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz smoke test for the protocol crate: installs cargo-fuzz if missing, then runs every
+# Fuzz smoke test for the parsers of peer and disk input: installs cargo-fuzz if missing, then runs every
 # target of fuzz/ for the given number of seconds each (default 60). Exit status is non-zero
 # if any target finds a crash. Needs a nightly toolchain (`rustup toolchain install nightly`).
 #

@@ -2,8 +2,8 @@
 //!
 //! Contract: boots from the PVH entry note ([`boot`]), brings up logging (port 0xE9 from the
 //! first line, then the PV console ring), the exception table, start-info parsing and the heap,
-//! then the Xen platform layer ([`xen`]), and finally runs the idle/event loop that the portable
-//! server core (`server/`) will be driven from through the [`platform`] traits.
+//! then the Xen platform layer ([`xen`]), and finally the xenstore service ([`service`]): the
+//! portable server core (`server/`) driven through its platform traits over [`platform`].
 //! Without Xen (plain QEMU) it reports that clearly and powers off.
 #![no_std]
 #![no_main]
@@ -18,9 +18,10 @@ mod logger;
 mod panic;
 #[allow(
     dead_code,
-    reason = "API for the server core (server/), which is not linked in yet"
+    reason = "console input and polling helpers kept for the debug shell"
 )]
 mod platform;
+mod service;
 mod start_info;
 #[allow(
     dead_code,
@@ -30,19 +31,17 @@ mod xen;
 
 use log::{LevelFilter, error, info, warn};
 
-use crate::platform::{Clock, EventChannels, Idle, RingMapper, RingMemory, XenPlatform};
+use crate::platform::{RingMapper, RingMemory, XenPlatform};
 use crate::start_info::BootInfo;
 use crate::xen::abi;
 
 /// Version string printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Interval between heartbeat log lines of the idle loop.
-const HEARTBEAT_INTERVAL_NS: u64 = 10_000_000_000;
-
 /// Entered from the 64-bit boot code with the physical address of `hvm_start_info`.
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
+    let entry_tsc = arch::rdtsc();
     logger::init(LevelFilter::Info);
     info!("xenstore-stubdom {VERSION}: PVH boot, start_info at {start_info_address:#x}");
     arch::install_idt();
@@ -132,7 +131,7 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
         info!("not running on Xen: nothing to serve, powering off");
         panic::power_off_without_xen();
     };
-    xen_platform_init(&boot_info, &xen)
+    xen_platform_init(&boot_info, &xen, entry_tsc)
 }
 
 /// start_info had no memory map (Xen 4.17's PVH builder leaves it empty for
@@ -242,8 +241,8 @@ fn run_self_tests(boot_info: &BootInfo) {
     }
 }
 
-/// Xen platform bring-up and the idle/event loop.
-fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid) -> ! {
+/// Xen platform bring-up, then the xenstore service (never returns).
+fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid, entry_tsc: u64) -> ! {
     if let Err(error) = xen::shared_info::map() {
         panic!("cannot map shared_info: {error}");
     }
@@ -279,16 +278,14 @@ fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid) -> ! {
     let store_port = xen::hvm::get_param(abi::HVM_PARAM_STORE_EVTCHN);
     info!("own domid {own_domid}; store ring gfn {store_gfn:x?}, store evtchn {store_port:?}");
 
-    let timer_port = match xen::evtchn::bind_virq(abi::VIRQ_TIMER) {
+    // VIRQ_TIMER only has to wake the idle `hlt` (set_timer_op deadlines); its events carry
+    // no work, so the port is not kept.
+    match xen::evtchn::bind_virq(abi::VIRQ_TIMER) {
         Ok(port) => {
             let _ = xen::evtchn::unmask(port);
-            Some(port)
         }
-        Err(error) => {
-            error!("bind VIRQ_TIMER failed: {error}");
-            None
-        }
-    };
+        Err(error) => error!("bind VIRQ_TIMER failed: {error}; waking on events only"),
+    }
     let dom_exc_port = match xen::evtchn::bind_virq(abi::VIRQ_DOM_EXC) {
         Ok(port) => {
             let _ = xen::evtchn::unmask(port);
@@ -303,52 +300,60 @@ fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid) -> ! {
     log_domains();
 
     let mut platform = XenPlatform::new();
-    let mut dom0_port = None;
-    let mut dom0_ring = None;
-    if let Some(remote_port) = boot_info
+    let dom0_remote_port = boot_info
         .option("--event")
-        .and_then(|p| p.parse::<u32>().ok())
-    {
-        match platform.map(0) {
+        .and_then(|port| port.parse::<u32>().ok());
+    match dom0_remote_port {
+        Some(remote_port) => match platform.map(0) {
+            // A look at dom0's ring before the server maps it for good, plus a map/unmap
+            // self-check; the server's own mapping follows with the INTRODUCE of dom0.
             Ok(ring) => {
                 // xs_wire.h ring indices: req_cons @2048, req_prod @2052, rsp_cons @2056,
                 // rsp_prod @2060 (read only, for the log; the server owns the protocol).
                 info!(
-                    "dom0 ring (grant ref 1) mapped at gfn {:#x} (handle {}): req {}/{} rsp {}/{}",
+                    "dom0 ring (grant ref 1) readable at gfn {:#x}: req {}/{} rsp {}/{}; \
+                     dom0 event port {remote_port}",
                     ring.gfn(),
-                    ring.handle(),
                     ring.load_acquire(2048),
                     ring.load_acquire(2052),
                     ring.load_acquire(2056),
                     ring.load_acquire(2060)
                 );
                 grant_self_check(&mut platform, &ring);
-                dom0_ring = Some(ring); // kept mapped for the server
+                if let Err(error) = platform.unmap(ring) {
+                    error!("unmapping the first look at dom0's ring failed: {error}");
+                }
             }
             Err(error) => error!("cannot map dom0's xenstore ring (grant ref 1): {error}"),
+        },
+        None => {
+            warn!("no --event <port> on the command line: not started by init-xenstore-domain?")
         }
-        match platform.bind_interdomain(0, remote_port) {
-            Ok(port) => {
-                info!("dom0 event channel: remote port {remote_port} -> local port {port}");
-                dom0_port = Some(port);
-            }
-            Err(error) => error!("bind_interdomain(0, {remote_port}) failed: {error}"),
-        }
-    } else {
-        warn!("no --event <port> on the command line: not started by init-xenstore-domain?");
     }
-    if let Ok(port) = store_port
-        && port != 0
-    {
-        match platform.bind_interdomain(own_domid, port as u32) {
-            Ok(local) => info!("own store event channel: port {port} -> local port {local}"),
-            Err(error) => warn!("bind_interdomain(self, {port}) failed: {error}"),
+    // Xen 4.17's init-xenstore-domain allocates no loopback port for the store domain's own
+    // ring (HVM_PARAM_STORE_EVTCHN = 0): there is nothing to bind, and the kernel has no
+    // xenbus client of its own, so its ring is not served (docs/kernel.md).
+    match store_port {
+        Ok(0) => {
+            info!("own store ring: HVM_PARAM_STORE_EVTCHN is 0 (Xen 4.17 launcher): not served")
         }
+        Ok(port) => {
+            info!("own store ring: port {port} not served (the kernel has no xenbus client)")
+        }
+        Err(error) => info!("own store ring: HVM_PARAM_STORE_EVTCHN unreadable: {error}"),
     }
     evtchn_self_check(own_domid);
 
-    info!("platform ready; server core not linked yet: entering the idle event loop");
-    idle_loop(platform, timer_port, dom_exc_port, dom0_port, dom0_ring)
+    info!("platform ready: starting the xenstore server");
+    service::run(
+        platform,
+        service::Startup {
+            dom0_remote_port,
+            own_domid,
+            dom_exc_port,
+            entry_tsc,
+        },
+    )
 }
 
 /// Maps dom0's grant a second time, compares, unmaps: proves map/unmap on this Xen.
@@ -409,51 +414,5 @@ fn log_domains() {
                 return;
             }
         }
-    }
-}
-
-/// Waits for events without spinning; logs what arrives and a heartbeat.
-fn idle_loop(
-    mut platform: XenPlatform,
-    timer_port: Option<u32>,
-    dom_exc_port: Option<u32>,
-    dom0_port: Option<u32>,
-    _dom0_ring: Option<platform::MappedRing>,
-) -> ! {
-    let mut events: u64 = 0;
-    let mut wakeups: u64 = 0;
-    let mut next_heartbeat = platform.now_ns() + HEARTBEAT_INTERVAL_NS;
-    loop {
-        platform.poll(&mut |port| {
-            events += 1;
-            if Some(port) == dom_exc_port {
-                info!("VIRQ_DOM_EXC: domain state changed");
-                log_domains();
-            } else if Some(port) == dom0_port {
-                info!("event from dom0 on port {port} (server core not linked: ignored)");
-            } else if Some(port) == timer_port {
-                // deadline bookkeeping below
-            } else {
-                log::debug!("event on port {port}");
-            }
-        });
-        let now = platform.now_ns();
-        if now >= next_heartbeat {
-            let (used, free) = heap::usage();
-            info!(
-                "heartbeat: {} s, {wakeups} wake-ups, {events} events, {} upcalls, heap {} KiB used \
-                 / {} KiB free, console {} bytes written / {} lost, {} log records dropped",
-                now / 1_000_000_000,
-                arch::upcall_count(),
-                used / 1024,
-                free / 1024,
-                xen::console::written_bytes(),
-                xen::console::lost_bytes(),
-                logger::records_dropped()
-            );
-            next_heartbeat = now + HEARTBEAT_INTERVAL_NS;
-        }
-        platform.wait(Some(next_heartbeat));
-        wakeups += 1;
     }
 }

@@ -4,8 +4,8 @@
 //! `EventChannels { bind_interdomain, notify, unbind }`, `RingMapper { map, unmap }`, `Clock`,
 //! `LogSink`, and protocol's `RingMemory { load_acquire, store_release, read_data, write_data,
 //! fence }`). The traits here mirror those names and shapes one-to-one on raw offsets and Xen
-//! types, so the adapter in the kernel is mechanical once the server is linked in (see
-//! docs/kernel.md, "Plugging in the server"), plus what only the kernel's main loop needs:
+//! types; the mechanical adapter onto the server's traits is [`crate::service`] (see
+//! docs/kernel.md, "The server in the kernel"), plus what only the kernel's main loop needs:
 //! polling pending ports, waiting without spinning, and the console.
 //!
 //! Nothing here knows the xenstore protocol: ring layout and index arithmetic belong to

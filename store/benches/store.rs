@@ -351,9 +351,19 @@ fn boot_storm(store: &mut Store, round: u32) -> u32 {
     conflicts
 }
 
+/// Criterion settings: `STORE_BENCH_SHORT=1` (CI) measures each case briefly.
+fn criterion_config() -> Criterion {
+    let short = std::env::var_os("STORE_BENCH_SHORT").is_some();
+    let (measurement, warm_up) = if short { (0.5, 0.2) } else { (3.0, 1.0) };
+    Criterion::default()
+        .sample_size(if short { 10 } else { 30 })
+        .measurement_time(std::time::Duration::from_secs_f64(measurement))
+        .warm_up_time(std::time::Duration::from_secs_f64(warm_up))
+}
+
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1));
+    config = criterion_config();
     targets = bench
 }
 criterion_main!(benches);

@@ -1,0 +1,581 @@
+//! The xenstore service: the portable server core (`xenstore-server`, with the engine it
+//! exports) plugged into the Xen platform layer, and the main loop that drives it.
+//!
+//! Contract:
+//! - the server's platform traits are implemented here over [`crate::platform`]: ring memory =
+//!   a grant-mapped page ([`GuestRing`]), event channels = 2-level ports, ring mapping = grant
+//!   ref 1 (`GNTTAB_RESERVED_XENSTORE`) of the domain into the grant window, clock = Xen system
+//!   time, log = the kernel logger (0xE9 + PV console);
+//! - only the server's public API is used. Actions that are not requests (introducing dom0 at
+//!   start, reporting domain death) go through a private privileged "socket" connection of the
+//!   server, the [`Control`] channel, as ordinary `INTRODUCE` / `RELEASE` requests — exactly
+//!   the store's own code paths for those requests (see docs/kernel.md, "Server API wanted");
+//! - the main loop scans pending ports, reacts to `VIRQ_DOM_EXC`, steps the server and sleeps
+//!   (timer + `hlt`) when a step did nothing — it never spins;
+//! - PV console input (`xl console <stubdom>`) is the debug shell: each line goes to
+//!   `Server::shell`, the answer back to the console ([`ConsoleShell`]).
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::fmt;
+
+use log::{error, info, warn};
+use xenstore_protocol::{Domid, MessageType};
+use xenstore_server::ring::{DataArea, Field};
+use xenstore_server::store_engine::StoreEngine;
+use xenstore_server::{
+    Config, ConnectionId, EventChannels, Level, LogSink, NoJournal, PlatformError, RingLocation,
+    RingMapper, Server,
+};
+
+use crate::platform::{self as kernel_platform, Idle, MappedRing, XenPlatform};
+use crate::xen::hypercall::HypercallError;
+use crate::xen::{abi, domctl, time};
+use crate::{arch, heap, logger, xen};
+
+/// Interval between heartbeat log lines.
+const HEARTBEAT_INTERVAL_NS: u64 = 30_000_000_000;
+/// Longest sleep: the server is stepped at least this often even without events (a safety
+/// net for a peer that frees response space without notifying; Linux and Mini-OS notify).
+const IDLE_WAIT_MAX_NS: u64 = 5_000_000_000;
+/// Steps in a row without sleeping while steps keep finding work (then one idle check).
+const BUSY_STEPS_MAX: u32 = 64;
+/// Bound on the domains looked up per `VIRQ_DOM_EXC` (domids are < 0x7FF0).
+const DOMAINS_SCANNED_MAX: usize = 0x7FF0;
+/// Size of one data ring of the xenstore page (`XENSTORE_RING_SIZE`).
+const DATA_RING_BYTES: usize = 1024;
+
+/// A guest's xenstore ring as the server sees it: protocol fields and data areas mapped onto
+/// the grant-mapped page (atomic index accesses, volatile data copies: see
+/// [`kernel_platform::SharedPage`]).
+#[derive(Debug)]
+pub struct GuestRing {
+    ring: MappedRing,
+    /// Set for dom0's ring at start-up only: its first reset must not zero the producer
+    /// indices, because dom0's kernel queued the launcher's first request before we mapped
+    /// the ring (C xenstored does not reset a ring it introduces for the first time). Cleared
+    /// by the last store of the reset sequence (`connection`).
+    keep_guest_indices: Cell<bool>,
+}
+
+impl xenstore_server::RingMemory for GuestRing {
+    fn load_acquire(&self, field: Field) -> u32 {
+        kernel_platform::RingMemory::load_acquire(&self.ring, field.offset())
+    }
+
+    fn store_release(&self, field: Field, value: u32) {
+        if self.keep_guest_indices.get() {
+            match field {
+                // Written by the server only in a reset; on a fresh ring (consumer indices 0,
+                // checked when the flag was set) keeping them is the same as the guest writing
+                // its pending requests right after the reset.
+                Field::ReqProd | Field::RspCons => return,
+                Field::Connection => self.keep_guest_indices.set(false),
+                _ => {}
+            }
+        }
+        kernel_platform::RingMemory::store_release(&self.ring, field.offset(), value)
+    }
+
+    fn read_data(&self, area: DataArea, offset: usize, out: &mut [u8]) {
+        // Clamp to the area (the protocol's contract asks implementations to).
+        let start = offset.min(DATA_RING_BYTES);
+        let length = out.len().min(DATA_RING_BYTES - start);
+        kernel_platform::RingMemory::read_data(
+            &self.ring,
+            area.offset() + start,
+            &mut out[..length],
+        )
+    }
+
+    fn write_data(&self, area: DataArea, offset: usize, bytes: &[u8]) {
+        let start = offset.min(DATA_RING_BYTES);
+        let length = bytes.len().min(DATA_RING_BYTES - start);
+        kernel_platform::RingMemory::write_data(&self.ring, area.offset() + start, &bytes[..length])
+    }
+
+    fn fence(&self) {
+        kernel_platform::RingMemory::fence(&self.ring)
+    }
+}
+
+/// The server's platform on Xen.
+#[derive(Debug)]
+pub struct ServerPlatform {
+    xen: XenPlatform,
+    /// True until dom0's ring is mapped the first time (that mapping may keep the guest's
+    /// indices, see [`GuestRing`]).
+    dom0_fresh_ring: bool,
+}
+
+impl EventChannels for ServerPlatform {
+    fn bind_interdomain(&mut self, domid: Domid, remote_port: u32) -> Result<u32, PlatformError> {
+        kernel_platform::EventChannels::bind_interdomain(&mut self.xen, domid.0, remote_port)
+            .map_err(|error| {
+                warn!("bind_interdomain({}, {remote_port}): {error}", domid.0);
+                PlatformError::BindFailed { domid, remote_port }
+            })
+    }
+
+    fn notify(&mut self, local_port: u32) -> Result<(), PlatformError> {
+        kernel_platform::EventChannels::notify(&mut self.xen, local_port)
+            .map_err(|_| PlatformError::NotifyFailed { local_port })
+    }
+
+    fn unbind(&mut self, local_port: u32) {
+        kernel_platform::EventChannels::unbind(&mut self.xen, local_port)
+    }
+}
+
+impl RingMapper for ServerPlatform {
+    type Memory = GuestRing;
+
+    /// Maps grant ref 1 of the domain (the gfn in INTRODUCE is not used, as in C xenstored).
+    fn map(&mut self, location: &RingLocation) -> Result<GuestRing, PlatformError> {
+        let domid = location.domid;
+        let ring = kernel_platform::RingMapper::map(&mut self.xen, domid.0).map_err(|error| {
+            warn!("mapping grant ref 1 of domain {}: {error}", domid.0);
+            PlatformError::MapFailed { domid }
+        })?;
+        let mut keep = false;
+        if domid == Domid::DOM0 && self.dom0_fresh_ring {
+            self.dom0_fresh_ring = false;
+            let read =
+                |field: Field| kernel_platform::RingMemory::load_acquire(&ring, field.offset());
+            keep =
+                read(Field::ReqCons) == 0 && read(Field::RspCons) == 0 && read(Field::RspProd) == 0;
+        }
+        info!(
+            "domain {}: ring mapped at gfn {:#x} (grant handle {}){}",
+            domid.0,
+            ring.gfn(),
+            ring.handle(),
+            if keep {
+                ", dom0's queued requests kept"
+            } else {
+                ""
+            }
+        );
+        Ok(GuestRing {
+            ring,
+            keep_guest_indices: Cell::new(keep),
+        })
+    }
+
+    fn unmap(&mut self, location: &RingLocation, memory: GuestRing) {
+        let gfn = memory.ring.gfn();
+        match kernel_platform::RingMapper::unmap(&mut self.xen, memory.ring) {
+            Ok(()) => info!("domain {}: ring at gfn {gfn:#x} unmapped", location.domid.0),
+            Err(error) => error!("domain {}: unmap failed: {error}", location.domid.0),
+        }
+    }
+}
+
+impl xenstore_server::Clock for ServerPlatform {
+    fn now_ns(&self) -> u64 {
+        time::now_ns()
+    }
+}
+
+impl LogSink for ServerPlatform {
+    /// The server already filters by its own debug settings (shell `log` / `trace`), so a
+    /// trace line that reaches here was asked for: it is logged at `info` to be visible.
+    fn log(&mut self, level: Level, message: fmt::Arguments<'_>) {
+        let level = match level {
+            Level::Error => log::Level::Error,
+            Level::Warn => log::Level::Warn,
+            Level::Info | Level::Trace => log::Level::Info,
+        };
+        log::log!(level, "server: {message}");
+    }
+}
+
+/// The server as the kernel runs it: the engine the server crate exports, no journal yet
+/// (the unikernel has no block device; see docs/kernel.md).
+pub type KernelServer = Server<ServerPlatform, StoreEngine, NoJournal>;
+
+/// The kernel's own privileged connection to the server (a "socket" connection in the
+/// server's terms): carries the `INTRODUCE` of dom0 and the `RELEASE` of dead domains.
+#[derive(Debug)]
+struct Control {
+    id: ConnectionId,
+    next_request_id: u32,
+    /// What each outstanding request was, for the log.
+    pending: BTreeMap<u32, String>,
+    /// Reply bytes not yet parsed into whole frames.
+    input: Vec<u8>,
+}
+
+/// Length of a xenstore message header (`struct xsd_sockmsg`).
+const HEADER_BYTES: usize = 16;
+
+impl Control {
+    fn open(server: &mut KernelServer) -> Control {
+        let id = match server.socket_open() {
+            Ok(id) => id,
+            // The table is empty at this point; a failure is a broken invariant.
+            Err(error) => panic!("cannot open the kernel's control connection: {error}"),
+        };
+        Control {
+            id,
+            next_request_id: 1,
+            pending: BTreeMap::new(),
+            input: Vec::new(),
+        }
+    }
+
+    /// Queues one request; `what` names it in the log. Returns false when the server's input
+    /// buffer has no room (nothing was queued).
+    fn send(
+        &mut self,
+        server: &mut KernelServer,
+        message_type: MessageType,
+        payload: &[u8],
+        what: String,
+    ) -> bool {
+        let request_id = self.next_request_id;
+        let frame = xenstore_server::server::request_frame(message_type, request_id, 0, payload);
+        if server.socket_input_room(self.id) < frame.len() {
+            warn!("control: no room for {what}; not sent");
+            return false;
+        }
+        let accepted = server.socket_input(self.id, &frame);
+        assert_eq!(accepted, frame.len(), "control input accepted partially");
+        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        self.pending.insert(request_id, what);
+        true
+    }
+
+    /// Takes the server's replies and logs each with the request it answers.
+    fn collect(&mut self, server: &mut KernelServer) {
+        loop {
+            let chunk = server.socket_output(self.id);
+            if chunk.is_empty() {
+                break;
+            }
+            let count = chunk.len();
+            self.input.extend_from_slice(chunk);
+            server.socket_sent(self.id, count);
+        }
+        while self.input.len() >= HEADER_BYTES {
+            let word = |at: usize| {
+                u32::from_le_bytes([
+                    self.input[at],
+                    self.input[at + 1],
+                    self.input[at + 2],
+                    self.input[at + 3],
+                ])
+            };
+            let (message_type, request_id, length) = (word(0), word(4), word(12) as usize);
+            if self.input.len() < HEADER_BYTES + length {
+                break;
+            }
+            let payload: Vec<u8> = self
+                .input
+                .drain(..HEADER_BYTES + length)
+                .skip(HEADER_BYTES)
+                .collect();
+            if MessageType::from_u32(message_type) == MessageType::WatchEvent {
+                continue;
+            }
+            let what = self.pending.remove(&request_id).unwrap_or_default();
+            let text = String::from_utf8_lossy(&payload);
+            let text = text.trim_end_matches('\0');
+            let (used, free) = heap::usage();
+            if MessageType::from_u32(message_type) == MessageType::Error {
+                warn!("control: {what} failed: {text}");
+            } else {
+                info!(
+                    "control: {what}: {text}; heap {} KiB used / {} KiB free",
+                    used / 1024,
+                    free / 1024
+                );
+            }
+        }
+    }
+}
+
+/// Domain-state tracking after `VIRQ_DOM_EXC` (C xenstored `do_check_domains`): a domain
+/// that shut down (first time) or is dying / gone is released from the store.
+#[derive(Debug, Default)]
+struct DomainMonitor {
+    store_domid: u16,
+    /// Domains whose shutdown was already reported.
+    shutdown_reported: alloc::collections::BTreeSet<u16>,
+    /// Domains a RELEASE was sent for (until their connection is gone).
+    release_sent: alloc::collections::BTreeSet<u16>,
+}
+
+/// `SHUTDOWN_suspend` (xen.git `xen/include/public/sched.h`).
+const SHUTDOWN_SUSPEND: u8 = 2;
+
+impl DomainMonitor {
+    fn scan(&mut self, server: &mut KernelServer, control: &mut Control) {
+        let introduced: Vec<u16> = server
+            .connections()
+            .iter()
+            .filter(|connection| connection.ring().is_some())
+            .map(|connection| connection.domid.0)
+            .filter(|&domid| domid != 0 && domid != self.store_domid)
+            .take(DOMAINS_SCANNED_MAX)
+            .collect();
+        self.shutdown_reported
+            .retain(|domid| introduced.contains(domid));
+        self.release_sent.retain(|domid| introduced.contains(domid));
+        for domid in introduced {
+            if self.release_sent.contains(&domid) {
+                continue;
+            }
+            // Up to 4.17 getdomaininfo answers the next domain at or above the id; from 4.18
+            // ESRCH. Either way a different domid or ESRCH means this one is gone.
+            let reason = match domctl::getdomaininfo(domid) {
+                Ok(found) if found.domid == domid => {
+                    if found.dying() {
+                        Some("dying")
+                    } else if found.shutdown() && self.shutdown_reported.insert(domid) {
+                        if found.shutdown_code() == SHUTDOWN_SUSPEND {
+                            // Releasing would cut the connection a resumed domain needs.
+                            info!("domain {domid} suspended: not released");
+                            None
+                        } else {
+                            Some("shut down")
+                        }
+                    } else {
+                        None
+                    }
+                }
+                Ok(_) | Err(HypercallError(abi::XEN_ESRCH)) => Some("gone"),
+                Err(error) => {
+                    warn!("getdomaininfo({domid}) failed: {error}; state unknown");
+                    None
+                }
+            };
+            if let Some(reason) = reason {
+                let mut payload = alloc::format!("{domid}").into_bytes();
+                payload.push(0);
+                let what = alloc::format!("RELEASE {domid} ({reason})");
+                info!("domain {domid} {reason}: releasing it");
+                if control.send(server, MessageType::Release, &payload, what) {
+                    self.release_sent.insert(domid);
+                }
+            }
+        }
+    }
+}
+
+/// The debug shell on the PV console: bytes from `xl console` are assembled into lines
+/// (bounded, see `xenstore_shell::LineBuffer`), echoed, run by `Server::shell`, answered.
+#[derive(Debug, Default)]
+struct ConsoleShell {
+    line: xenstore_shell::LineBuffer,
+}
+
+/// Console input read per loop iteration at most (the rest waits for the next iteration).
+const CONSOLE_INPUT_PER_ITERATION_BYTES: usize = 256;
+
+impl ConsoleShell {
+    /// Handles pending console input; true when some arrived.
+    fn poll(&mut self, server: &mut KernelServer) -> bool {
+        let mut buffer = [0u8; CONSOLE_INPUT_PER_ITERATION_BYTES];
+        let count = xen::console::read_bytes(&mut buffer);
+        for &byte in &buffer[..count] {
+            match self.line.push(byte) {
+                xenstore_shell::LineEvent::Pending => {
+                    if (0x20..0x7f).contains(&byte) {
+                        xen::console::write_bytes(&[byte]);
+                    } else if byte == 0x08 || byte == 0x7f {
+                        xen::console::write_bytes(b"\x08 \x08");
+                    }
+                }
+                xenstore_shell::LineEvent::Line(text) => {
+                    xen::console::write_bytes(b"\r\n");
+                    if !text.trim().is_empty() {
+                        let answer = server.shell(&text);
+                        write_console_text(&answer);
+                    }
+                    xen::console::write_bytes(b"xenstore> ");
+                }
+                xenstore_shell::LineEvent::Overflow => {
+                    xen::console::write_bytes(b"\r\nerror: line too long\r\nxenstore> ")
+                }
+            }
+        }
+        count > 0
+    }
+}
+
+/// Writes shell output to the console with CR LF line ends (the console is a raw terminal).
+fn write_console_text(text: &str) {
+    for line in text.split_inclusive('\n') {
+        match line.strip_suffix('\n') {
+            Some(body) => {
+                xen::console::write_bytes(body.as_bytes());
+                xen::console::write_bytes(b"\r\n");
+            }
+            None => xen::console::write_bytes(line.as_bytes()),
+        }
+    }
+}
+
+/// What the platform bring-up hands to the service.
+#[derive(Debug)]
+pub struct Startup {
+    /// dom0's event channel port from `--event` (None: not started by init-xenstore-domain).
+    pub dom0_remote_port: Option<u32>,
+    /// Our own domid.
+    pub own_domid: u16,
+    /// Port bound to `VIRQ_DOM_EXC`, if we are its handler.
+    pub dom_exc_port: Option<u32>,
+    /// TSC value at kernel entry (for the boot-time measurement).
+    pub entry_tsc: u64,
+}
+
+/// Nanoseconds since kernel entry.
+fn since_entry_ns(entry_tsc: u64) -> u64 {
+    let time = xen::shared_info::vcpu_time();
+    time::scale_delta(
+        arch::rdtsc().wrapping_sub(entry_tsc),
+        time.tsc_to_system_mul,
+        time.tsc_shift,
+    )
+}
+
+/// Creates the server, introduces dom0 and runs the main loop forever.
+pub fn run(xen: XenPlatform, startup: Startup) -> ! {
+    let platform = ServerPlatform {
+        xen,
+        dom0_fresh_ring: true,
+    };
+    let store_config = xenstore_store::image::Config {
+        privileged_domid: Domid::DOM0,
+        store_domid: Domid(startup.own_domid),
+        ..Default::default()
+    };
+    let engine = StoreEngine::new(store_config);
+    let mut server: KernelServer = Server::new(platform, engine, NoJournal, Config::default());
+    let mut control = Control::open(&mut server);
+    let mut monitor = DomainMonitor {
+        store_domid: startup.own_domid,
+        ..Default::default()
+    };
+    info!(
+        "server core ready (engine: store, journal: none); initial tree: /, /tool, \
+         /tool/xenstored, @introduceDomain, @releaseDomain"
+    );
+    match startup.dom0_remote_port {
+        Some(port) => {
+            // INTRODUCE 0 <gfn> <port>: dom0's ring is grant ref 1, the gfn is unused.
+            let payload = alloc::format!("0\0{}\0{port}\0", abi::GNTTAB_RESERVED_XENSTORE);
+            control.send(
+                &mut server,
+                MessageType::Introduce,
+                payload.as_bytes(),
+                alloc::format!("INTRODUCE dom0 (event port {port})"),
+            );
+        }
+        None => warn!("no dom0 event port: serving nobody until an INTRODUCE arrives"),
+    }
+
+    let mut shell = ConsoleShell::default();
+    let mut dom0_served = false;
+    let mut restart_refused = false;
+    let mut busy_steps = 0u32;
+    let mut wakeups: u64 = 0;
+    let mut events: u64 = 0;
+    let mut connections_seen = 0usize;
+    let mut next_heartbeat = time::now_ns() + HEARTBEAT_INTERVAL_NS;
+    loop {
+        let mut domain_changed = false;
+        kernel_platform::EventChannels::poll(&mut server.platform_mut().xen, &mut |port| {
+            events += 1;
+            if Some(port) == startup.dom_exc_port {
+                domain_changed = true;
+            }
+        });
+        if domain_changed {
+            monitor.scan(&mut server, &mut control);
+        }
+        shell.poll(&mut server);
+        let report = match server.step() {
+            Ok(report) => report,
+            Err(error) => {
+                error!("server step failed: {error}");
+                Default::default()
+            }
+        };
+        control.collect(&mut server);
+        if server.restart_requested() && !restart_refused {
+            // No journal to recover from and no warm-restart entry yet: keep running.
+            restart_refused = true;
+            warn!("shell asked for a restart: not supported by the kernel yet; still serving");
+        }
+
+        if !dom0_served
+            && let Some(dom0) = server.connections().by_domid(Domid::DOM0)
+            && server
+                .connections()
+                .get(dom0)
+                .is_some_and(|connection| connection.requests > 0)
+        {
+            dom0_served = true;
+            let elapsed = since_entry_ns(startup.entry_tsc);
+            let (used, free) = heap::usage();
+            info!(
+                "BOOT: serving dom0: first request answered {} ms after kernel entry \
+                 (Xen time {} ms); heap {} KiB used / {} KiB free",
+                elapsed / 1_000_000,
+                time::now_ns() / 1_000_000,
+                used / 1024,
+                free / 1024
+            );
+        }
+        let connections = server.connections().len();
+        if connections != connections_seen {
+            connections_seen = connections;
+            let (used, free) = heap::usage();
+            info!(
+                "connections: {connections} (incl. the kernel's control connection); heap {} \
+                 KiB used / {} KiB free",
+                used / 1024,
+                free / 1024
+            );
+        }
+
+        let now = time::now_ns();
+        if now >= next_heartbeat {
+            let (used, free) = heap::usage();
+            let stats = server.stats();
+            // Two short lines: Xen's 0xE9 line buffer splits lines longer than ~200 bytes.
+            info!(
+                "heartbeat: {} s, {wakeups} wake-ups, {events} events, {} upcalls, {} requests, \
+                 {connections} connections",
+                now / 1_000_000_000,
+                arch::upcall_count(),
+                stats.requests,
+            );
+            info!(
+                "heartbeat: heap {} KiB used / {} KiB free; console {} bytes written / {} lost; \
+                 {} log records dropped",
+                used / 1024,
+                free / 1024,
+                xen::console::written_bytes(),
+                xen::console::lost_bytes(),
+                logger::records_dropped()
+            );
+            next_heartbeat = now + HEARTBEAT_INTERVAL_NS;
+        }
+
+        if (report.requests > 0 || report.more_work) && busy_steps < BUSY_STEPS_MAX {
+            // Work was done: step again at once (new connections are served from the next
+            // step; replies may have unblocked peers).
+            busy_steps += 1;
+            continue;
+        }
+        busy_steps = 0;
+        let deadline = next_heartbeat.min(now + IDLE_WAIT_MAX_NS);
+        Idle::wait(&server.platform().xen, Some(deadline));
+        wakeups += 1;
+    }
+}

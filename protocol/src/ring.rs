@@ -443,6 +443,52 @@ impl<M: RingMemory> ServerRing<M> {
         consume(&self.memory, Queue::Request, out)
     }
 
+    /// Read-ahead for a server that publishes `req_cons` only once the requests it read are
+    /// durably applied (crash-resilient mode): copies up to `out.len()` request bytes starting
+    /// at stream position `from` — its own "shadow" consumer index, at or ahead of the
+    /// published `req_cons` — and leaves `req_cons` alone. Returns the bytes copied.
+    /// `IndexCorrupt` if the guest's indices are inconsistent or `from` lies outside
+    /// `req_cons ..= req_prod`.
+    pub fn peek_requests(&self, from: u32, out: &mut [u8]) -> Result<usize, RingError> {
+        let indices = self.request_indices()?;
+        let ahead = from.wrapping_sub(indices.cons);
+        if ahead > indices.unread() {
+            return Err(RingError::IndexCorrupt {
+                request_queue: true,
+                prod: indices.prod,
+                cons: from,
+            });
+        }
+        let count = out.len().min((indices.unread() - ahead) as usize);
+        if count == 0 {
+            return Ok(0);
+        }
+        let offset = (from & RING_INDEX_MASK) as usize;
+        let first = count.min(RING_SIZE_BYTES - offset);
+        let (head, tail) = out[..count].split_at_mut(first);
+        self.memory.read_data(Queue::Request.area(), offset, head);
+        self.memory.read_data(Queue::Request.area(), 0, tail);
+        self.memory.fence();
+        Ok(count)
+    }
+
+    /// Publishes `req_cons = cons` after [`ServerRing::peek_requests`] read up to `cons`
+    /// (frees the guest's ring space; the caller notifies the guest). `IndexCorrupt` if `cons`
+    /// is not within `req_cons ..= req_prod` (nothing is written then).
+    pub fn publish_request_consumer(&self, cons: u32) -> Result<(), RingError> {
+        let indices = self.request_indices()?;
+        if cons.wrapping_sub(indices.cons) > indices.unread() {
+            return Err(RingError::IndexCorrupt {
+                request_queue: true,
+                prod: indices.prod,
+                cons,
+            });
+        }
+        self.memory.fence();
+        self.memory.store_release(Field::ReqCons, cons);
+        Ok(())
+    }
+
     /// Writes as much of `bytes` as fits into the reply ring (across the wrap) and advances
     /// `rsp_prod`. The caller keeps the rest for later.
     pub fn write_replies(&self, bytes: &[u8]) -> Result<Transfer, RingError> {
@@ -716,6 +762,65 @@ impl RingMemory for InMemoryPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_reads_ahead_without_publishing_then_publish_frees_space() {
+        let page = InMemoryPage::new();
+        let start = u32::MAX - 3; // the stream wraps the 32-bit index space
+        page.set_field(Field::ReqCons, start);
+        page.set_field(Field::ReqProd, start);
+        let guest = GuestRing::new(&page);
+        let server = ServerRing::new(&page);
+        assert_eq!(guest.write_requests(b"0123456789").map(|t| t.bytes), Ok(10));
+        let mut out = [0u8; 6];
+        assert_eq!(server.peek_requests(start, &mut out), Ok(6));
+        assert_eq!(&out, b"012345");
+        let mut rest = [0u8; 16];
+        assert_eq!(
+            server.peek_requests(start.wrapping_add(6), &mut rest),
+            Ok(4)
+        );
+        assert_eq!(&rest[..4], b"6789");
+        assert_eq!(page.field(Field::ReqCons), start, "peeking never publishes");
+        assert_eq!(
+            server.peek_requests(start.wrapping_add(10), &mut rest),
+            Ok(0)
+        );
+        // Outside req_cons ..= req_prod: behind the published index or beyond the producer.
+        assert!(
+            server
+                .peek_requests(start.wrapping_sub(1), &mut rest)
+                .is_err()
+        );
+        assert!(
+            server
+                .peek_requests(start.wrapping_add(11), &mut rest)
+                .is_err()
+        );
+        assert!(
+            server
+                .publish_request_consumer(start.wrapping_add(11))
+                .is_err()
+        );
+        assert_eq!(page.field(Field::ReqCons), start);
+        assert_eq!(
+            server.publish_request_consumer(start.wrapping_add(6)),
+            Ok(())
+        );
+        assert_eq!(page.field(Field::ReqCons), start.wrapping_add(6));
+        assert_eq!(server.request_bytes_available(), Ok(4));
+    }
+
+    #[test]
+    fn peek_reports_corrupt_guest_indices() {
+        let page = InMemoryPage::new();
+        page.set_field(Field::ReqProd, 2000);
+        let server = ServerRing::new(&page);
+        assert!(matches!(
+            server.peek_requests(0, &mut [0u8; 4]),
+            Err(RingError::IndexCorrupt { .. })
+        ));
+    }
 
     #[test]
     fn layout_matches_xs_wire_h() {

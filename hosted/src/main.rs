@@ -88,7 +88,14 @@ fn crash_resilient_server(
         GuardedEngine::new,
     )
     .map_err(|error| error.to_string())?;
-    eprintln!("rxenstored: {started:?}");
+    match started {
+        xenstore_server::store_engine::Started::Fresh => {
+            eprintln!("rxenstored: new database: the initial store is its first commit")
+        }
+        xenstore_server::store_engine::Started::Recovered(report) => {
+            eprintln!("rxenstored: recovered from the database: {report:?}")
+        }
+    }
     Ok(server)
 }
 

@@ -155,9 +155,10 @@ fn write_commit(out: &mut dyn Write, entry: &CommitEntry) -> std::io::Result<()>
     };
     writeln!(
         out,
-        "#{seq:<8} t={time:<14} conn={conn:<4} dom={dom:<5} {request:<18} req={req:<6} {path}{grouped} [{count} change(s)]",
+        "#{seq:<8} t={seconds}.{nanos:09}s conn={conn:<4} dom={dom:<5} {request:<18} req={req:<6} {path}{grouped} [{count} change(s)]",
         seq = entry.seq,
-        time = cause.timestamp,
+        seconds = cause.timestamp / 1_000_000_000,
+        nanos = cause.timestamp % 1_000_000_000,
         conn = cause.connection,
         dom = cause.domid,
         request = if cause.requests_grouped == 0 {

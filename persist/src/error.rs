@@ -42,11 +42,28 @@ pub enum PathError {
 /// Which bound a caller-supplied item exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitError {
-    ValueTooLarge { len: usize },
-    PermissionsTooLarge { len: usize },
-    BlobKeyInvalid { len: usize },
-    BlobTooLarge { len: usize },
-    CommitTooLarge { len: usize },
+    ValueTooLarge {
+        len: usize,
+    },
+    PermissionsTooLarge {
+        len: usize,
+    },
+    BlobKeyInvalid {
+        len: usize,
+    },
+    BlobTooLarge {
+        len: usize,
+    },
+    CommitTooLarge {
+        len: usize,
+    },
+    /// The commit's record (plus 4 KiB for a checkpoint) is larger than one log region: it
+    /// can never be written on this device. Nothing is applied; split it or use a bigger
+    /// device.
+    CommitExceedsRegion {
+        len: usize,
+        region_bytes: u64,
+    },
 }
 
 /// Where durable data was found damaged.
@@ -116,7 +133,10 @@ pub enum Error {
     Device(DeviceError),
     InvalidPath(PathError),
     Limit(LimitError),
-    /// The live state plus history window does not fit in one log region.
+    /// The live state (plus, from `append`, the commit) does not fit in one log region even
+    /// after compaction dropped all history. From `append` the commit is refused and the log
+    /// stays usable (not poisoned); from `sync`/`checkpoint`/`compact` the log is poisoned.
+    /// Avoid it by sizing the device with [`crate::Log::space_report`].
     NoSpace {
         needed_bytes: u64,
         region_bytes: u64,

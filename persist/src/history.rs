@@ -60,8 +60,16 @@ pub struct Diff {
 
 #[derive(Debug)]
 enum Entry {
-    Checkpoint { seq: Seq, wire: CheckpointWire },
-    Commit { seq: Seq, offset: u64 },
+    Checkpoint {
+        seq: Seq,
+        wire: CheckpointWire,
+    },
+    /// `len`: record bytes (header + payload).
+    Commit {
+        seq: Seq,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// Every checkpoint and commit record of the region, in log order.
@@ -83,6 +91,7 @@ fn index_region<D: BlockDevice>(
                 RecordKind::Commit => entries.push(Entry::Commit {
                     seq: h.seq,
                     offset: at,
+                    len: crate::format::RECORD_HEADER_BYTES as u64 + payload.len() as u64,
                 }),
                 RecordKind::Checkpoint => {
                     if let Some(wire) = from_bytes_exact::<CheckpointWire>(payload) {
@@ -165,7 +174,7 @@ fn tree_at_index<D: BlockDevice>(
     )?;
     let mut next = *base + 1;
     for e in &entries[start + 1..] {
-        if let Entry::Commit { seq, offset } = e {
+        if let Entry::Commit { seq, offset, .. } = e {
             if *seq > target {
                 break;
             }
@@ -199,9 +208,11 @@ pub(crate) struct CheckpointMark {
     pub(crate) checksum: u64,
 }
 
-/// Plan a history window starting at `wanted_base` (or the oldest checkpoint if later).
+/// Plan a history window starting at `wanted_base` (or the oldest checkpoint if later), then
+/// moved forward until the window's commit records take at most `window_bytes_max` bytes.
 /// `None` when there is no window to keep or the old region cannot provide one intact
 /// (history is best effort: compaction then keeps only the live state).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_window<D: BlockDevice>(
     device: &mut D,
     reader: &mut Reader,
@@ -210,6 +221,7 @@ pub(crate) fn plan_window<D: BlockDevice>(
     marks: &[CheckpointMark],
     wanted_base: Seq,
     head: Seq,
+    window_bytes_max: u64,
 ) -> Result<Option<WindowPlan>, Error> {
     if wanted_base >= head {
         return Ok(None);
@@ -235,9 +247,10 @@ pub(crate) fn plan_window<D: BlockDevice>(
                 generation,
                 start,
                 m.checksum,
-                &mut |at, h, _| {
+                &mut |at, h, p| {
                     if h.kind == RecordKind::Commit {
-                        commits.push((h.seq, at));
+                        let len = crate::format::RECORD_HEADER_BYTES as u64 + p.len() as u64;
+                        commits.push((h.seq, at, len));
                     }
                     Ok(true)
                 },
@@ -272,7 +285,7 @@ pub(crate) fn plan_window<D: BlockDevice>(
             let commits = entries[i + 1..]
                 .iter()
                 .filter_map(|e| match e {
-                    Entry::Commit { seq, offset } => Some((*seq, *offset)),
+                    Entry::Commit { seq, offset, len } => Some((*seq, *offset, *len)),
                     Entry::Checkpoint { .. } => None,
                 })
                 .collect();
@@ -283,11 +296,21 @@ pub(crate) fn plan_window<D: BlockDevice>(
     let contiguous = commits
         .iter()
         .enumerate()
-        .all(|(i, (s, _))| *s == start_seq + 1 + i as u64);
+        .all(|(i, (s, _, _))| *s == start_seq + 1 + i as u64);
     if !contiguous || start_seq + commits.len() as u64 != head {
         return Ok(None);
     }
-    let base = wanted_base.max(start_seq);
+    // The newest commits whose records fit in `window_bytes_max`: the window yields to space.
+    let mut window_bytes = 0u64;
+    let mut space_base = head;
+    for (seq, _, len) in commits.iter().rev() {
+        window_bytes += len;
+        if window_bytes > window_bytes_max {
+            break;
+        }
+        space_base = seq - 1;
+    }
+    let base = wanted_base.max(start_seq).max(space_base);
     if base >= head {
         return Ok(None);
     }
@@ -304,7 +327,7 @@ pub(crate) fn plan_window<D: BlockDevice>(
         Err(Error::Damaged(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    for (seq, offset) in commits.iter().take_while(|(s, _)| *s <= base) {
+    for (seq, offset, _) in commits.iter().take_while(|(s, _, _)| *s <= base) {
         match read_commit(device, reader, generation, *seq, *offset) {
             Ok(c) => c.mutations.into_iter().for_each(|m| tree.apply(m)),
             Err(Error::Damaged(_)) => return Ok(None),
@@ -314,7 +337,11 @@ pub(crate) fn plan_window<D: BlockDevice>(
     Ok(Some(WindowPlan {
         base_seq: base,
         base_tree: tree,
-        commits: commits.into_iter().filter(|(s, _)| *s > base).collect(),
+        commits: commits
+            .into_iter()
+            .filter(|(s, _, _)| *s > base)
+            .map(|(s, at, _)| (s, at))
+            .collect(),
     }))
 }
 
@@ -378,7 +405,7 @@ impl<D: BlockDevice> Log<D> {
         let mut out = Vec::new();
         let mut last = 0;
         for e in &entries {
-            if let Entry::Commit { seq, offset } = e {
+            if let Entry::Commit { seq, offset, .. } = e {
                 // A commit copied by compaction appears once; skip anything not ascending.
                 if *seq <= last || *seq < from || *seq > to {
                     continue;

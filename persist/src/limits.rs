@@ -55,6 +55,16 @@ pub const INDEX_DEPTH_MAX: usize = 16;
 /// Read cache granularity used during recovery, history reads and compaction (bytes).
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Read cache bound (chunks, 64 MiB); the cache is dropped whole when full. Compaction keeps
-/// the active log within a few times the live state, so recovery reads each chunk once.
+/// Upper bound of the read cache (chunks, 64 MiB): `Config::read_cache_bytes` is clamped to
+/// `READ_CHUNK_BYTES ..= READ_CACHE_CHUNKS_MAX * READ_CHUNK_BYTES`. When the cache is full the
+/// least recently used chunk is dropped.
 pub const READ_CACHE_CHUNKS_MAX: usize = 1024;
+
+/// Default read cache (`Config::read_cache_bytes`): 1 MiB, small enough for a stub domain.
+pub const READ_CACHE_BYTES_DEFAULT: u64 = 1024 * 1024;
+
+/// Free bytes a region must keep besides the live state and the largest commit: checkpoint
+/// records, pack headers and the sector padding of the batches that hold them (see
+/// `docs/persist-format.md` §8.1). (A commit record that does not fit in a region with 4 KiB
+/// to spare is refused outright: `LimitError::CommitExceedsRegion`.)
+pub const REGION_BOOKKEEPING_BYTES: u64 = 64 * 1024;

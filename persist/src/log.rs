@@ -23,13 +23,17 @@ use crate::format::{
 };
 use crate::history::CheckpointMark;
 use crate::limits::{
-    BATCH_MAX_BYTES, PROBE_WINDOW_BYTES, READ_CACHE_CHUNKS_MAX, READ_CHUNK_BYTES,
-    RECORD_PAYLOAD_MAX_BYTES, RESERVED_SECTORS, SECTOR_SIZE_BYTES, SUPERBLOCK_SECTORS,
+    BATCH_MAX_BYTES, PROBE_WINDOW_BYTES, READ_CACHE_BYTES_DEFAULT, READ_CACHE_CHUNKS_MAX,
+    READ_CHUNK_BYTES, RECORD_PAYLOAD_MAX_BYTES, REGION_BOOKKEEPING_BYTES, RESERVED_SECTORS,
+    SECTOR_SIZE_BYTES, SUPERBLOCK_SECTORS,
 };
 use crate::tree::{ObjectSink, ObjectSource, Snapshot, Tree};
 
 const SECTOR: u64 = SECTOR_SIZE_BYTES as u64;
 const HEADER: u64 = RECORD_HEADER_BYTES as u64;
+/// A commit record must leave at least this much of a region for a checkpoint of the
+/// smallest state, or it can never be written (`LimitError::CommitExceedsRegion`).
+const COMMIT_REGION_MARGIN: u64 = 4096;
 /// Smallest region accepted by `create` (sectors).
 const REGION_SECTORS_MIN: u64 = 64;
 
@@ -55,6 +59,10 @@ pub struct Config {
     pub compact_min_bytes: u64,
     /// Let `sync` run checkpoints and compaction when due. If false, call `maintenance`.
     pub auto_maintenance: bool,
+    /// Bytes of the read cache used by recovery, compaction and history reads (rounded down
+    /// to 64 KiB chunks; at least one chunk, at most 64 MiB). Each reader is dropped when its
+    /// operation ends. Default 1 MiB (`limits::READ_CACHE_BYTES_DEFAULT`).
+    pub read_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -67,6 +75,7 @@ impl Default for Config {
             compact_growth_factor: 8,
             compact_min_bytes: 16 * 1024 * 1024,
             auto_maintenance: true,
+            read_cache_bytes: READ_CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -104,6 +113,49 @@ pub struct Stats {
     pub compactions: u64,
     /// Bytes written by compactions (included in `bytes_written`).
     pub compaction_bytes_written: u64,
+}
+
+/// How the device size compares with what the state needs (`Log::space_report`). The space
+/// rule (docs/persist-format.md §8.1): `NoSpace` cannot happen while
+/// `required_region_bytes <= region_bytes`; below `recommended_region_bytes` compaction runs
+/// often (it rewrites the live state each time) and history shrinks. Warn when not
+/// `comfortable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpaceReport {
+    /// Size of one log region (half the device, less the superblocks).
+    pub region_bytes: u64,
+    /// Bytes of the active region in use now.
+    pub used_bytes: u64,
+    /// Estimate (slightly high) of the live state as compaction writes it.
+    pub live_bytes: u64,
+    /// Largest commit record (header + payload) appended or replayed since create/open.
+    pub largest_commit_bytes: u64,
+    /// `required_region_bytes(live_bytes, largest_commit_bytes)`.
+    pub required_region_bytes: u64,
+    /// `recommended_region_bytes(live_bytes, largest_commit_bytes)`.
+    pub recommended_region_bytes: u64,
+    /// `required_region_bytes <= region_bytes`: no `NoSpace` for commits up to that size.
+    pub fits: bool,
+    /// `recommended_region_bytes <= region_bytes`.
+    pub comfortable: bool,
+}
+
+/// Smallest region that holds a live state of `live_bytes` (as compaction writes it, see
+/// `SpaceReport::live_bytes`) plus one commit record of `commit_bytes` and the bookkeeping:
+/// below it `append` can fail with `NoSpace`.
+pub const fn required_region_bytes(live_bytes: u64, commit_bytes: u64) -> u64 {
+    live_bytes + commit_bytes.div_ceil(SECTOR) * SECTOR + REGION_BOOKKEEPING_BYTES
+}
+
+/// Region size at which compaction (at half the region) still leaves room for two maximal
+/// commits beside the live state: `2 × (live + 2 × commit + bookkeeping)`.
+pub const fn recommended_region_bytes(live_bytes: u64, commit_bytes: u64) -> u64 {
+    2 * (live_bytes + 2 * (commit_bytes.div_ceil(SECTOR) * SECTOR) + REGION_BOOKKEEPING_BYTES)
+}
+
+/// Device size (512-byte sectors) giving two regions of `recommended_region_bytes`.
+pub const fn recommended_device_sectors(live_bytes: u64, commit_bytes: u64) -> u64 {
+    RESERVED_SECTORS + 2 * recommended_region_bytes(live_bytes, commit_bytes).div_ceil(SECTOR)
 }
 
 /// Byte bounds of region `index`.
@@ -319,20 +371,39 @@ impl<D: BlockDevice> ObjectSink for RelocateSink<'_, D> {
 // Reader
 // ---------------------------------------------------------------------------------------------
 
-/// Cached reads of the log region, in `READ_CHUNK_BYTES` chunks.
+/// Cached reads of the log region, in `READ_CHUNK_BYTES` chunks, at most `max_chunks` of
+/// them (least recently used dropped first).
 #[derive(Debug)]
 pub(crate) struct Reader {
     start: u64,
     end: u64,
-    chunks: HashMap<u64, Vec<u8>>,
+    /// Chunk index -> (last use, bytes).
+    chunks: HashMap<u64, (u64, Vec<u8>)>,
+    max_chunks: usize,
+    clock: u64,
+}
+
+/// Chunks of a read cache of `bytes` bytes (clamped to the bounds in `limits`).
+fn cache_chunks(bytes: u64) -> usize {
+    let chunks = bytes / READ_CHUNK_BYTES as u64;
+    (chunks.clamp(1, READ_CACHE_CHUNKS_MAX as u64)) as usize
 }
 
 impl Reader {
+    /// A reader with the default cache size (`READ_CACHE_BYTES_DEFAULT`).
     pub(crate) fn new(start: u64, end: u64) -> Self {
+        Self::with_cache(start, end, READ_CACHE_BYTES_DEFAULT)
+    }
+
+    /// A reader whose cache holds at most `cache_bytes` (rounded down to whole chunks, at
+    /// least one).
+    pub(crate) fn with_cache(start: u64, end: u64, cache_bytes: u64) -> Self {
         Reader {
             start,
             end,
             chunks: HashMap::new(),
+            max_chunks: cache_chunks(cache_bytes),
+            clock: 0,
         }
     }
 
@@ -354,9 +425,21 @@ impl Reader {
         let mut at = offset;
         while at < end {
             let index = at / chunk;
-            if !self.chunks.contains_key(&index) {
-                if self.chunks.len() >= READ_CACHE_CHUNKS_MAX {
-                    self.chunks.clear();
+            self.clock += 1;
+            if let Some((used, _)) = self.chunks.get_mut(&index) {
+                *used = self.clock;
+            } else {
+                while self.chunks.len() >= self.max_chunks {
+                    // Linear scan: at most READ_CACHE_CHUNKS_MAX entries, once per miss.
+                    let Some(oldest) = self
+                        .chunks
+                        .iter()
+                        .min_by_key(|(_, (u, _))| *u)
+                        .map(|(k, _)| *k)
+                    else {
+                        break;
+                    };
+                    self.chunks.remove(&oldest);
                 }
                 let chunk_start = index * chunk;
                 let device_end = device.sector_count().saturating_mul(SECTOR);
@@ -366,9 +449,9 @@ impl Reader {
                 let chunk_len = chunk.min(device_end - chunk_start) as usize;
                 let mut buf = vec![0u8; chunk_len];
                 device.read_sectors(chunk_start / SECTOR, &mut buf)?;
-                self.chunks.insert(index, buf);
+                self.chunks.insert(index, (self.clock, buf));
             }
-            let data = &self.chunks[&index];
+            let data = &self.chunks[&index].1;
             let from = (at - index * chunk) as usize;
             let take = ((end - at) as usize).min(data.len() - from);
             out.extend_from_slice(&data[from..from + take]);
@@ -509,6 +592,8 @@ pub struct Log<D: BlockDevice> {
     checkpoint_marks: Vec<CheckpointMark>,
     /// Opened with `open_read_only`: every change is refused.
     read_only: bool,
+    /// Largest commit record (header + payload) appended or replayed since create/open.
+    largest_commit_bytes: u64,
 }
 
 struct Recovered {
@@ -519,6 +604,7 @@ struct Recovered {
     checkpoint_seq: Seq,
     replayed: u64,
     commit_bytes: u64,
+    largest_commit: u64,
     damage: Option<Damage>,
     /// Region and generation the tail lies in.
     region: u32,
@@ -599,11 +685,12 @@ fn write_superblock<D: BlockDevice>(
 fn orphan_superblock<D: BlockDevice>(
     device: &mut D,
     top: &Superblock,
+    cache_bytes: u64,
 ) -> Result<Option<Superblock>, OpenError> {
     let region = 1 - top.active_region;
     let generation = top.generation + 1;
     let (start, end) = region_bounds(top.region_sectors, region);
-    let mut reader = Reader::new(start, end);
+    let mut reader = Reader::with_cache(start, end, cache_bytes);
     match reader.record(device, generation, start)? {
         Some((h, _)) if h.prev == 0 => {}
         _ => return Ok(None),
@@ -667,6 +754,7 @@ struct Replay {
     next: Seq,
     replayed: u64,
     commit_bytes: u64,
+    largest_commit: u64,
     structure: Option<Damage>,
 }
 
@@ -689,6 +777,7 @@ impl Replay {
         self.next += 1;
         self.replayed += 1;
         self.commit_bytes += HEADER + payload.len() as u64;
+        self.largest_commit = self.largest_commit.max(HEADER + payload.len() as u64);
         Ok(true)
     }
 }
@@ -699,9 +788,10 @@ fn recover_from<D: BlockDevice>(
     sb: &Superblock,
     resume: Option<&Superblock>,
     lenient: Option<&mut Vec<alloc::string::String>>,
+    cache_bytes: u64,
 ) -> Result<Recovered, RecoverFail> {
     let (start, end) = region_bounds(sb.region_sectors, sb.active_region);
-    let mut reader = Reader::new(start, end);
+    let mut reader = Reader::with_cache(start, end, cache_bytes);
     let ckpt_damage = damage(DamageKind::Checkpoint, sb.checkpoint_offset, 0);
     let (header, payload) = reader
         .record(device, sb.generation, sb.checkpoint_offset)
@@ -734,6 +824,7 @@ fn recover_from<D: BlockDevice>(
         next: sb.checkpoint_seq + 1,
         replayed: 0,
         commit_bytes: 0,
+        largest_commit: 0,
         structure: None,
     };
     let scan_start = sb.checkpoint_offset + HEADER + payload.len() as u64;
@@ -757,7 +848,7 @@ fn recover_from<D: BlockDevice>(
                 core::mem::replace(&mut reader, Reader::new(0, 0))
             } else {
                 let (start, end) = region_bounds(n.region_sectors, n.active_region);
-                Reader::new(start, end)
+                Reader::with_cache(start, end, cache_bytes)
             };
             match find_resume_start(device, &mut r, n).map_err(RecoverFail::Device)? {
                 Some(start) => {
@@ -782,6 +873,7 @@ fn recover_from<D: BlockDevice>(
         next,
         replayed,
         commit_bytes,
+        largest_commit,
         structure,
     } = replay;
     let last_seq = next - 1;
@@ -817,6 +909,7 @@ fn recover_from<D: BlockDevice>(
         checkpoint_seq: sb.checkpoint_seq,
         replayed,
         commit_bytes,
+        largest_commit,
         damage: found_damage,
         region: tail_region.0,
         generation: tail_region.1,
@@ -852,6 +945,7 @@ impl<D: BlockDevice> Log<D> {
             compact_floor: 0,
             checkpoint_marks: Vec::new(),
             read_only: false,
+            largest_commit_bytes: 0,
         };
         // Invalidate the other slot first so no superblock of an older format survives.
         let other = SUPERBLOCK_SECTORS[((sb_seq + 1) % 2) as usize];
@@ -924,8 +1018,8 @@ impl<D: BlockDevice> Log<D> {
         // A complete compaction output that the newest valid superblock does not name (the
         // switch was lost to a crash, or that superblock is damaged) holds the same or a newer
         // state: use it when it recovers further.
-        let mut orphan = match orphan_superblock(&mut device, &newest)? {
-            Some(v) => match recover_from(&mut device, &v, None, None) {
+        let mut orphan = match orphan_superblock(&mut device, &newest, config.read_cache_bytes)? {
+            Some(v) => match recover_from(&mut device, &v, None, None, config.read_cache_bytes) {
                 Ok(r) if r.damage.is_none() => Some((v, r)),
                 Ok(_) | Err(RecoverFail::Damage(_)) => None,
                 Err(RecoverFail::Device(e)) => return Err(OpenError::Device(e)),
@@ -938,25 +1032,26 @@ impl<D: BlockDevice> Log<D> {
         for (i, candidate) in candidates.iter().enumerate() {
             let resume = (i > 0).then_some(&newest);
             let mut sb = *candidate;
-            let mut recovered = match recover_from(&mut device, &sb, resume, None) {
-                Ok(r) => r,
-                Err(RecoverFail::Device(e)) => return Err(OpenError::Device(e)),
-                Err(RecoverFail::Damage(d)) => {
-                    log::warn!("persist: superblock {} unusable: {:?}", sb.sb_seq, d);
-                    first_damage.get_or_insert(d);
-                    match orphan.take() {
-                        Some((v, r)) if i == last_index => {
-                            // Nothing else left: the orphan region is all there is.
-                            sb = v;
-                            r
-                        }
-                        other => {
-                            orphan = other;
-                            continue;
+            let mut recovered =
+                match recover_from(&mut device, &sb, resume, None, config.read_cache_bytes) {
+                    Ok(r) => r,
+                    Err(RecoverFail::Device(e)) => return Err(OpenError::Device(e)),
+                    Err(RecoverFail::Damage(d)) => {
+                        log::warn!("persist: superblock {} unusable: {:?}", sb.sb_seq, d);
+                        first_damage.get_or_insert(d);
+                        match orphan.take() {
+                            Some((v, r)) if i == last_index => {
+                                // Nothing else left: the orphan region is all there is.
+                                sb = v;
+                                r
+                            }
+                            other => {
+                                orphan = other;
+                                continue;
+                            }
                         }
                     }
-                }
-            };
+                };
             let mut used_orphan = sb.generation != candidate.generation;
             if let Some((v, r)) = orphan.take() {
                 if r.last_seq > recovered.last_seq {
@@ -989,7 +1084,13 @@ impl<D: BlockDevice> Log<D> {
             // out the damaged subtrees.
             for candidate in &candidates {
                 let mut lost = Vec::new();
-                match recover_from(&mut device, candidate, None, Some(&mut lost)) {
+                match recover_from(
+                    &mut device,
+                    candidate,
+                    None,
+                    Some(&mut lost),
+                    config.read_cache_bytes,
+                ) {
                     Ok(recovered) => {
                         let found = first_damage.or(recovered.damage);
                         chosen = Some(Chosen {
@@ -1055,6 +1156,7 @@ impl<D: BlockDevice> Log<D> {
             compact_floor: 0,
             checkpoint_marks: Vec::new(),
             read_only,
+            largest_commit_bytes: recovered.largest_commit,
         };
         if !fallback && found.is_none() {
             log.checkpoint_marks.push(CheckpointMark {
@@ -1132,10 +1234,29 @@ impl<D: BlockDevice> Log<D> {
                 len: payload.len(),
             }));
         }
-        self.guarded(|log| {
-            if !log.writer.fits(payload.len()) {
-                log.compact()?;
+        let record_bytes = HEADER + payload.len() as u64;
+        let region_bytes = self.region_bytes();
+        if round_up(record_bytes) + COMMIT_REGION_MARGIN > region_bytes {
+            return Err(Error::Limit(
+                crate::error::LimitError::CommitExceedsRegion {
+                    len: payload.len(),
+                    region_bytes,
+                },
+            ));
+        }
+        self.largest_commit_bytes = self.largest_commit_bytes.max(record_bytes);
+        if !self.writer.fits(payload.len()) {
+            // Make room: compaction drops history before giving up.
+            self.compact()?;
+            if !self.writer.fits(payload.len()) {
+                // Everything is durable and consistent: refuse this commit only.
+                return Err(Error::NoSpace {
+                    needed_bytes: record_bytes,
+                    region_bytes,
+                });
             }
+        }
+        self.guarded(|log| {
             let seq = log.writer.last_seq + 1;
             assert!(log.writer.durable_seq < seq);
             log.writer.last_seq = seq;
@@ -1193,7 +1314,14 @@ impl<D: BlockDevice> Log<D> {
         // state close to the threshold does not compact at every sync.
         let floor = self.compact_floor.min(region);
         let target = threshold.min(grown).max(floor + (region - floor) / 16);
-        self.writer.used_bytes() > target
+        let used = self.writer.used_bytes();
+        // Keep room for the next big commits so that `append` rarely has to compact on the
+        // request path; pointless if a compaction could not make that room.
+        let reserve = self.commit_reserve();
+        let short_of_room = used + reserve > region
+            && self.tree.stored_bytes_estimate() + 2 * reserve <= region
+            && used > floor;
+        used > target || short_of_room
     }
 
     /// Write the changed part of the tree and a checkpoint record, flush, and point the
@@ -1277,25 +1405,65 @@ impl<D: BlockDevice> Log<D> {
     fn compact_inner(&mut self) -> Result<(), Error> {
         self.writer.write_out(&mut self.device, &mut self.stats)?;
         let written_before = self.stats.bytes_written;
+        let region = self.region_bytes();
+        // The history window yields to space: its commit records may take at most a quarter
+        // of what the compaction threshold leaves beside the live state and the reserve for
+        // the next commits, so a compaction always leaves room to work in.
+        let live = self.tree.stored_bytes_estimate();
+        let threshold = region * u64::from(self.config.compact_at_percent.clamp(1, 90)) / 100;
+        let budget = threshold.saturating_sub(live + self.commit_reserve()) / 4;
+        let attempt = match self.compact_attempt(budget) {
+            Err(Error::NoSpace { .. }) if budget > 0 => {
+                // The window (or the base tree it needs) did not fit after all: keep none.
+                log::warn!("persist: compaction without history (live state ~{live} bytes)");
+                self.compact_attempt(0)
+            }
+            other => other,
+        };
+        attempt?;
+        self.stats.compactions += 1;
+        self.stats.compaction_bytes_written += self.stats.bytes_written - written_before;
+        self.stats.checkpoints += 1;
+        self.commits_since_checkpoint = 0;
+        self.commit_bytes_since_checkpoint = 0;
+        self.compact_floor = self.writer.used_bytes();
+        Ok(())
+    }
+
+    /// Bytes the active region should keep free for the next commits: two of the largest
+    /// commit records seen, plus bookkeeping.
+    fn commit_reserve(&self) -> u64 {
+        2 * round_up(self.largest_commit_bytes) + REGION_BOOKKEEPING_BYTES
+    }
+
+    /// One compaction into the inactive region with a history window of at most
+    /// `window_bytes_max` bytes of commit records. Changes nothing but the inactive region
+    /// (and the tree's cached object locations) unless it succeeds.
+    fn compact_attempt(&mut self, window_bytes_max: u64) -> Result<(), Error> {
         let head = self.writer.last_seq;
         let old = (
             self.writer.region_start,
             self.writer.region_end,
             self.writer.generation,
         );
-        let mut reader = Reader::new(old.0, old.1);
+        let mut reader = Reader::with_cache(old.0, old.1, self.config.read_cache_bytes);
 
         // The history window: commit records after `base`, and the tree at `base`.
         let wanted_base = head.saturating_sub(self.config.history_commits);
-        let plan = crate::history::plan_window(
-            &mut self.device,
-            &mut reader,
-            old.2,
-            old.0,
-            &self.checkpoint_marks,
-            wanted_base,
-            head,
-        )?;
+        let plan = if window_bytes_max == 0 {
+            None
+        } else {
+            crate::history::plan_window(
+                &mut self.device,
+                &mut reader,
+                old.2,
+                old.0,
+                &self.checkpoint_marks,
+                wanted_base,
+                head,
+                window_bytes_max,
+            )?
+        };
 
         let new_region = 1 - self.writer.region;
         let new_generation = self.writer.generation + 1;
@@ -1322,6 +1490,7 @@ impl<D: BlockDevice> Log<D> {
                 node_count: plan.base_tree.node_count,
                 blob_count: plan.base_tree.blobs.len() as u64,
             };
+            drop(plan.base_tree);
             let w = &mut *sink.inner.writer;
             let offset = w.next_offset();
             let (_, checksum) = w.push(
@@ -1350,12 +1519,27 @@ impl<D: BlockDevice> Log<D> {
                 )?;
             }
         }
+        drop(reader);
         let (tree, blobs) = self.tree.store(&mut sink)?;
         sink.inner.finish()?;
         drop(sink);
+        // The head checkpoint record, still in the new writer: on NoSpace nothing is switched.
+        let wire = CheckpointWire {
+            tree,
+            blobs,
+            node_count: self.tree.node_count,
+            blob_count: self.tree.blobs.len() as u64,
+        };
+        let offset = writer.next_offset();
+        let (_, checksum) = writer.push(
+            &mut self.device,
+            &mut self.stats,
+            RecordKind::Checkpoint,
+            head,
+            &to_vec(&wire),
+        )?;
+        writer.write_out(&mut self.device, &mut self.stats)?;
         core::mem::swap(&mut self.writer, &mut writer);
-        let (offset, checksum) = self.push_checkpoint(tree, blobs)?;
-        self.writer.write_out(&mut self.device, &mut self.stats)?;
         self.switch_superblock(new_region, new_generation, offset, checksum)?;
         new_marks.push(CheckpointMark {
             seq: head,
@@ -1363,12 +1547,6 @@ impl<D: BlockDevice> Log<D> {
             checksum,
         });
         self.checkpoint_marks = new_marks;
-        self.stats.compactions += 1;
-        self.stats.compaction_bytes_written += self.stats.bytes_written - written_before;
-        self.stats.checkpoints += 1;
-        self.commits_since_checkpoint = 0;
-        self.commit_bytes_since_checkpoint = 0;
-        self.compact_floor = self.writer.used_bytes();
         Ok(())
     }
 
@@ -1422,6 +1600,25 @@ impl<D: BlockDevice> Log<D> {
     pub fn region_bytes(&self) -> u64 {
         self.writer.region_end - self.writer.region_start
     }
+    /// How the device size compares with the live state and the largest commit seen (the
+    /// space rule). O(nodes): call it now and then (e.g. after a compaction), not per request.
+    pub fn space_report(&self) -> SpaceReport {
+        let region_bytes = self.region_bytes();
+        let live_bytes = self.tree.stored_bytes_estimate();
+        let largest_commit_bytes = self.largest_commit_bytes;
+        let required = required_region_bytes(live_bytes, largest_commit_bytes);
+        let recommended = recommended_region_bytes(live_bytes, largest_commit_bytes);
+        SpaceReport {
+            region_bytes,
+            used_bytes: self.writer.used_bytes(),
+            live_bytes,
+            largest_commit_bytes,
+            required_region_bytes: required,
+            recommended_region_bytes: recommended,
+            fits: required <= region_bytes,
+            comfortable: recommended <= region_bytes,
+        }
+    }
     /// Commits appended since the last checkpoint (recovery replays at most this many).
     pub fn commits_since_checkpoint(&self) -> u64 {
         self.commits_since_checkpoint
@@ -1443,7 +1640,11 @@ impl<D: BlockDevice> Log<D> {
         self.device
     }
     pub(crate) fn history_parts(&mut self) -> (&mut D, Reader, u64, u64) {
-        let reader = Reader::new(self.writer.region_start, self.writer.region_end);
+        let reader = Reader::with_cache(
+            self.writer.region_start,
+            self.writer.region_end,
+            self.config.read_cache_bytes,
+        );
         (
             &mut self.device,
             reader,

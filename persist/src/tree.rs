@@ -436,6 +436,15 @@ impl Tree {
         }
     }
 
+    /// Estimate (from above, within a few percent) of the bytes a compaction writes for this
+    /// tree: every object payload plus pack headers and padding. O(nodes + blobs), no I/O.
+    pub(crate) fn stored_bytes_estimate(&self) -> u64 {
+        let objects =
+            node_bytes(&self.root) + bucket_bytes(&self.blobs.root, &mut |b| blob_bytes(b));
+        // One 40-byte header per 256 KiB pack, padding of each 1 MiB batch, the checkpoint.
+        objects + objects / 1024 + 4096
+    }
+
     /// Store every changed object through `sink`; returns (root node ref, blob map ref).
     /// With a relocating sink every object is written (or found) again.
     pub(crate) fn store<S: ObjectSink>(&mut self, sink: &mut S) -> Result<(ObjRef, ObjRef), Error> {
@@ -478,6 +487,51 @@ fn remove_below(node: &mut MemNode, names: &[&str]) -> u64 {
         node.children.remove(first);
     }
     removed
+}
+
+/// Encoded size of one index entry (name, hash, location) with its varints, from above.
+fn entry_bytes(name: &str) -> u64 {
+    name.len() as u64 + 3 + 32 + 15
+}
+
+/// Bytes of the subtree at `node`: its object, its child index pages, its descendants.
+fn node_bytes(node: &MemNode) -> u64 {
+    let own = 32
+        + node.record.as_ref().map_or(0, |r| {
+            r.value.len() as u64 + r.permissions.len() as u64 + 16
+        });
+    match &node.children.root {
+        Bucket::Leaf { entries, .. } => {
+            own + entries
+                .iter()
+                .map(|(name, child)| entry_bytes(name) + node_bytes(child))
+                .sum::<u64>()
+        }
+        bucket @ Bucket::Branch { .. } => own + 50 + bucket_bytes(bucket, &mut node_bytes),
+    }
+}
+
+fn blob_bytes(blob: &BlobSlot) -> u64 {
+    blob.value.len() as u64 + 16
+}
+
+/// Bytes of the index pages of `bucket` plus what `child` says each entry's object takes.
+fn bucket_bytes<V>(bucket: &Bucket<V>, child: &mut impl FnMut(&V) -> u64) -> u64 {
+    match bucket {
+        Bucket::Leaf { entries, .. } => {
+            16 + entries
+                .iter()
+                .map(|(name, v)| entry_bytes(name) + child(v))
+                .sum::<u64>()
+        }
+        Bucket::Branch { slots, .. } => {
+            16 + slots
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| 48 + bucket_bytes(s, child))
+                .sum::<u64>()
+        }
+    }
 }
 
 fn visit_node(node: &MemNode, path: &mut String, f: &mut dyn FnMut(&str, &NodeRecord)) {

@@ -75,14 +75,18 @@ fn env_count(name: &str, default: u64) -> u64 {
 }
 
 fn config_for(rng: &mut SimRng) -> Config {
+    let checkpoint_interval_bytes = 2048 + rng.below(4096);
     Config {
-        checkpoint_interval_bytes: 2048 + rng.below(4096),
+        checkpoint_interval_bytes,
         checkpoint_interval_commits: 4 + rng.below(12),
         history_commits: rng.below(24),
         compact_at_percent: 40 + rng.below(30) as u8,
         compact_growth_factor: 2 + rng.below(4),
         compact_min_bytes: rng.below(16 * 1024),
         auto_maintenance: true,
+        // One to four 64 KiB chunks (no extra draw, so seeds keep their scenarios): recovery
+        // and compaction evict cache chunks all the time.
+        read_cache_bytes: 64 * 1024 * (1 + checkpoint_interval_bytes % 4),
     }
 }
 

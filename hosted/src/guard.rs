@@ -133,6 +133,14 @@ impl<E: Engine> Engine for GuardedEngine<E> {
         )
     }
 
+    fn domain_states(&mut self, states: &[xenstore_server::DomainState]) -> Outcome<E::Changes> {
+        self.guard(
+            "domain_states",
+            |engine| engine.domain_states(states),
+            || failed(E::empty_changes()),
+        )
+    }
+
     fn apply(&mut self, caller: &Caller, header: &Header, payload: &[u8]) -> Outcome<E::Changes> {
         let what = format!(
             "{} from connection {} (domain {}, tx {})",

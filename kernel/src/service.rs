@@ -6,27 +6,25 @@
 //!   a grant-mapped page ([`GuestRing`]), event channels = 2-level ports, ring mapping = grant
 //!   ref 1 (`GNTTAB_RESERVED_XENSTORE`) of the domain into the grant window, clock = Xen system
 //!   time, log = the kernel logger (0xE9 + PV console);
-//! - only the server's public API is used. Actions that are not requests (introducing dom0 at
-//!   start, reporting domain death) go through a private privileged "socket" connection of the
-//!   server, the [`Control`] channel, as ordinary `INTRODUCE` / `RELEASE` requests — exactly
-//!   the store's own code paths for those requests (see docs/kernel.md, "Server API wanted");
+//! - only the server's public API is used. Actions that are not requests go through the
+//!   server's platform API: dom0 is introduced at start with `Server::introduce_domain` (C
+//!   `init_domain`: its ring indices are kept, dom0's first request is already queued), and
+//!   domain state changes found after `VIRQ_DOM_EXC` go to `Server::domain_states` (C
+//!   `do_check_domains`: first shutdown fires `@releaseDomain`, death releases the domain);
 //! - the main loop scans pending ports, reacts to `VIRQ_DOM_EXC`, steps the server and sleeps
 //!   (timer + `hlt`) when a step did nothing — it never spins;
 //! - PV console input (`xl console <stubdom>`) is the debug shell: each line goes to
 //!   `Server::shell`, the answer back to the console ([`ConsoleShell`]).
 
-use alloc::collections::BTreeMap;
-use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::Cell;
 use core::fmt;
 
 use log::{error, info, warn};
-use xenstore_protocol::{Domid, MessageType};
+use xenstore_protocol::Domid;
 use xenstore_server::ring::{DataArea, Field};
 use xenstore_server::store_engine::StoreEngine;
 use xenstore_server::{
-    Config, ConnectionId, EventChannels, Level, LogSink, NoJournal, PlatformError, RingLocation,
+    Config, DomainState, EventChannels, Level, LogSink, NoJournal, PlatformError, RingLocation,
     RingMapper, Server,
 };
 
@@ -53,11 +51,6 @@ const DATA_RING_BYTES: usize = 1024;
 #[derive(Debug)]
 pub struct GuestRing {
     ring: MappedRing,
-    /// Set for dom0's ring at start-up only: its first reset must not zero the producer
-    /// indices, because dom0's kernel queued the launcher's first request before we mapped
-    /// the ring (C xenstored does not reset a ring it introduces for the first time). Cleared
-    /// by the last store of the reset sequence (`connection`).
-    keep_guest_indices: Cell<bool>,
 }
 
 impl xenstore_server::RingMemory for GuestRing {
@@ -66,16 +59,6 @@ impl xenstore_server::RingMemory for GuestRing {
     }
 
     fn store_release(&self, field: Field, value: u32) {
-        if self.keep_guest_indices.get() {
-            match field {
-                // Written by the server only in a reset; on a fresh ring (consumer indices 0,
-                // checked when the flag was set) keeping them is the same as the guest writing
-                // its pending requests right after the reset.
-                Field::ReqProd | Field::RspCons => return,
-                Field::Connection => self.keep_guest_indices.set(false),
-                _ => {}
-            }
-        }
         kernel_platform::RingMemory::store_release(&self.ring, field.offset(), value)
     }
 
@@ -105,9 +88,6 @@ impl xenstore_server::RingMemory for GuestRing {
 #[derive(Debug)]
 pub struct ServerPlatform {
     xen: XenPlatform,
-    /// True until dom0's ring is mapped the first time (that mapping may keep the guest's
-    /// indices, see [`GuestRing`]).
-    dom0_fresh_ring: bool,
 }
 
 impl EventChannels for ServerPlatform {
@@ -139,29 +119,13 @@ impl RingMapper for ServerPlatform {
             warn!("mapping grant ref 1 of domain {}: {error}", domid.0);
             PlatformError::MapFailed { domid }
         })?;
-        let mut keep = false;
-        if domid == Domid::DOM0 && self.dom0_fresh_ring {
-            self.dom0_fresh_ring = false;
-            let read =
-                |field: Field| kernel_platform::RingMemory::load_acquire(&ring, field.offset());
-            keep =
-                read(Field::ReqCons) == 0 && read(Field::RspCons) == 0 && read(Field::RspProd) == 0;
-        }
         info!(
-            "domain {}: ring mapped at gfn {:#x} (grant handle {}){}",
+            "domain {}: ring mapped at gfn {:#x} (grant handle {})",
             domid.0,
             ring.gfn(),
-            ring.handle(),
-            if keep {
-                ", dom0's queued requests kept"
-            } else {
-                ""
-            }
+            ring.handle()
         );
-        Ok(GuestRing {
-            ring,
-            keep_guest_indices: Cell::new(keep),
-        })
+        Ok(GuestRing { ring })
     }
 
     fn unmap(&mut self, location: &RingLocation, memory: GuestRing) {
@@ -196,123 +160,19 @@ impl LogSink for ServerPlatform {
 /// (the unikernel has no block device; see docs/kernel.md).
 pub type KernelServer = Server<ServerPlatform, StoreEngine, NoJournal>;
 
-/// The kernel's own privileged connection to the server (a "socket" connection in the
-/// server's terms): carries the `INTRODUCE` of dom0 and the `RELEASE` of dead domains.
-#[derive(Debug)]
-struct Control {
-    id: ConnectionId,
-    next_request_id: u32,
-    /// What each outstanding request was, for the log.
-    pending: BTreeMap<u32, String>,
-    /// Reply bytes not yet parsed into whole frames.
-    input: Vec<u8>,
-}
-
-/// Length of a xenstore message header (`struct xsd_sockmsg`).
-const HEADER_BYTES: usize = 16;
-
-impl Control {
-    fn open(server: &mut KernelServer) -> Control {
-        let id = match server.socket_open() {
-            Ok(id) => id,
-            // The table is empty at this point; a failure is a broken invariant.
-            Err(error) => panic!("cannot open the kernel's control connection: {error}"),
-        };
-        Control {
-            id,
-            next_request_id: 1,
-            pending: BTreeMap::new(),
-            input: Vec::new(),
-        }
-    }
-
-    /// Queues one request; `what` names it in the log. Returns false when the server's input
-    /// buffer has no room (nothing was queued).
-    fn send(
-        &mut self,
-        server: &mut KernelServer,
-        message_type: MessageType,
-        payload: &[u8],
-        what: String,
-    ) -> bool {
-        let request_id = self.next_request_id;
-        let frame = xenstore_server::server::request_frame(message_type, request_id, 0, payload);
-        if server.socket_input_room(self.id) < frame.len() {
-            warn!("control: no room for {what}; not sent");
-            return false;
-        }
-        let accepted = server.socket_input(self.id, &frame);
-        assert_eq!(accepted, frame.len(), "control input accepted partially");
-        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
-        self.pending.insert(request_id, what);
-        true
-    }
-
-    /// Takes the server's replies and logs each with the request it answers.
-    fn collect(&mut self, server: &mut KernelServer) {
-        loop {
-            let chunk = server.socket_output(self.id);
-            if chunk.is_empty() {
-                break;
-            }
-            let count = chunk.len();
-            self.input.extend_from_slice(chunk);
-            server.socket_sent(self.id, count);
-        }
-        while self.input.len() >= HEADER_BYTES {
-            let word = |at: usize| {
-                u32::from_le_bytes([
-                    self.input[at],
-                    self.input[at + 1],
-                    self.input[at + 2],
-                    self.input[at + 3],
-                ])
-            };
-            let (message_type, request_id, length) = (word(0), word(4), word(12) as usize);
-            if self.input.len() < HEADER_BYTES + length {
-                break;
-            }
-            let payload: Vec<u8> = self
-                .input
-                .drain(..HEADER_BYTES + length)
-                .skip(HEADER_BYTES)
-                .collect();
-            if MessageType::from_u32(message_type) == MessageType::WatchEvent {
-                continue;
-            }
-            let what = self.pending.remove(&request_id).unwrap_or_default();
-            let text = String::from_utf8_lossy(&payload);
-            let text = text.trim_end_matches('\0');
-            let (used, free) = heap::usage();
-            if MessageType::from_u32(message_type) == MessageType::Error {
-                warn!("control: {what} failed: {text}");
-            } else {
-                info!(
-                    "control: {what}: {text}; heap {} KiB used / {} KiB free",
-                    used / 1024,
-                    free / 1024
-                );
-            }
-        }
-    }
-}
-
-/// Domain-state tracking after `VIRQ_DOM_EXC` (C xenstored `do_check_domains`): a domain
-/// that shut down (first time) or is dying / gone is released from the store.
+/// Domain-state tracking after `VIRQ_DOM_EXC` (C `do_check_domains`): the state of every
+/// domain with a ring connection is read with `getdomaininfo` and handed to
+/// `Server::domain_states`, which reports a first shutdown once (`@releaseDomain`, nodes
+/// stay) and releases dead domains (connection closed, nodes removed, `@releaseDomain`).
 #[derive(Debug, Default)]
 struct DomainMonitor {
     store_domid: u16,
-    /// Domains whose shutdown was already reported.
-    shutdown_reported: alloc::collections::BTreeSet<u16>,
-    /// Domains a RELEASE was sent for (until their connection is gone).
-    release_sent: alloc::collections::BTreeSet<u16>,
+    /// Domains whose shutdown was already logged.
+    shutdown_logged: alloc::collections::BTreeSet<u16>,
 }
 
-/// `SHUTDOWN_suspend` (xen.git `xen/include/public/sched.h`).
-const SHUTDOWN_SUSPEND: u8 = 2;
-
 impl DomainMonitor {
-    fn scan(&mut self, server: &mut KernelServer, control: &mut Control) {
+    fn scan(&mut self, server: &mut KernelServer) {
         let introduced: Vec<u16> = server
             .connections()
             .iter()
@@ -321,46 +181,35 @@ impl DomainMonitor {
             .filter(|&domid| domid != 0 && domid != self.store_domid)
             .take(DOMAINS_SCANNED_MAX)
             .collect();
-        self.shutdown_reported
+        self.shutdown_logged
             .retain(|domid| introduced.contains(domid));
-        self.release_sent.retain(|domid| introduced.contains(domid));
+        let mut states: Vec<DomainState> = Vec::new();
         for domid in introduced {
-            if self.release_sent.contains(&domid) {
-                continue;
-            }
             // Up to 4.17 getdomaininfo answers the next domain at or above the id; from 4.18
             // ESRCH. Either way a different domid or ESRCH means this one is gone.
-            let reason = match domctl::getdomaininfo(domid) {
-                Ok(found) if found.domid == domid => {
-                    if found.dying() {
-                        Some("dying")
-                    } else if found.shutdown() && self.shutdown_reported.insert(domid) {
-                        if found.shutdown_code() == SHUTDOWN_SUSPEND {
-                            // Releasing would cut the connection a resumed domain needs.
-                            info!("domain {domid} suspended: not released");
-                            None
-                        } else {
-                            Some("shut down")
-                        }
-                    } else {
-                        None
-                    }
-                }
-                Ok(_) | Err(HypercallError(abi::XEN_ESRCH)) => Some("gone"),
+            let (shutdown, dead) = match domctl::getdomaininfo(domid) {
+                Ok(found) if found.domid == domid => (found.shutdown(), found.dying()),
+                Ok(_) | Err(HypercallError(abi::XEN_ESRCH)) => (false, true),
                 Err(error) => {
                     warn!("getdomaininfo({domid}) failed: {error}; state unknown");
-                    None
+                    continue;
                 }
             };
-            if let Some(reason) = reason {
-                let mut payload = alloc::format!("{domid}").into_bytes();
-                payload.push(0);
-                let what = alloc::format!("RELEASE {domid} ({reason})");
-                info!("domain {domid} {reason}: releasing it");
-                if control.send(server, MessageType::Release, &payload, what) {
-                    self.release_sent.insert(domid);
-                }
+            if dead {
+                info!("domain {domid} is dying or gone: releasing it");
+            } else if shutdown && self.shutdown_logged.insert(domid) {
+                info!("domain {domid} shut down: @releaseDomain (nodes kept until it dies)");
             }
+            if shutdown || dead {
+                states.push(DomainState {
+                    domid: Domid(domid),
+                    shutdown,
+                    dead,
+                });
+            }
+        }
+        if let Err(error) = server.domain_states(&states) {
+            error!("reporting domain states failed: {error}");
         }
     }
 }
@@ -444,10 +293,7 @@ fn since_entry_ns(entry_tsc: u64) -> u64 {
 
 /// Creates the server, introduces dom0 and runs the main loop forever.
 pub fn run(xen: XenPlatform, startup: Startup) -> ! {
-    let platform = ServerPlatform {
-        xen,
-        dom0_fresh_ring: true,
-    };
+    let platform = ServerPlatform { xen };
     let store_config = xenstore_store::image::Config {
         privileged_domid: Domid::DOM0,
         store_domid: Domid(startup.own_domid),
@@ -455,7 +301,6 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
     };
     let engine = StoreEngine::new(store_config);
     let mut server: KernelServer = Server::new(platform, engine, NoJournal, Config::default());
-    let mut control = Control::open(&mut server);
     let mut monitor = DomainMonitor {
         store_domid: startup.own_domid,
         ..Default::default()
@@ -466,14 +311,16 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
     );
     match startup.dom0_remote_port {
         Some(port) => {
-            // INTRODUCE 0 <gfn> <port>: dom0's ring is grant ref 1, the gfn is unused.
-            let payload = alloc::format!("0\0{}\0{port}\0", abi::GNTTAB_RESERVED_XENSTORE);
-            control.send(
-                &mut server,
-                MessageType::Introduce,
-                payload.as_bytes(),
-                alloc::format!("INTRODUCE dom0 (event port {port})"),
-            );
+            // dom0's ring is grant ref 1 (the gfn is not used for mapping, as in C).
+            let location = RingLocation {
+                domid: Domid::DOM0,
+                gfn: u64::from(abi::GNTTAB_RESERVED_XENSTORE),
+                remote_port: port,
+            };
+            match server.introduce_domain(location) {
+                Ok(id) => info!("dom0 introduced (event port {port}) as connection {id:?}"),
+                Err(error) => error!("introducing dom0 (event port {port}) failed: {error}"),
+            }
         }
         None => warn!("no dom0 event port: serving nobody until an INTRODUCE arrives"),
     }
@@ -495,7 +342,7 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
             }
         });
         if domain_changed {
-            monitor.scan(&mut server, &mut control);
+            monitor.scan(&mut server);
         }
         shell.poll(&mut server);
         let report = match server.step() {
@@ -505,7 +352,6 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
                 Default::default()
             }
         };
-        control.collect(&mut server);
         if server.restart_requested() && !restart_refused {
             // No journal to recover from and no warm-restart entry yet: keep running.
             restart_refused = true;
@@ -536,8 +382,7 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
             connections_seen = connections;
             let (used, free) = heap::usage();
             info!(
-                "connections: {connections} (incl. the kernel's control connection); heap {} \
-                 KiB used / {} KiB free",
+                "connections: {connections}; heap {} KiB used / {} KiB free",
                 used / 1024,
                 free / 1024
             );

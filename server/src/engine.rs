@@ -13,6 +13,10 @@ use xenstore_protocol::{Domid, Header, MessageType};
 
 use crate::connection::ConnectionId;
 
+/// A domain's run state as the platform saw it (shutdown / dead), for
+/// [`Engine::domain_states`]: the store's type.
+pub use xenstore_store::DomainState;
+
 /// Who sent a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
@@ -109,6 +113,19 @@ pub trait Engine {
 
     /// Forgets a connection: its watches and transactions go. Returns the change record.
     fn disconnect(&mut self, caller: &Caller) -> Outcome<Self::Changes>;
+
+    /// Domain state changes reported by the platform after `VIRQ_DOM_EXC` (C
+    /// `do_check_domains`): a first shutdown fires `@releaseDomain`, a dead domain is
+    /// destroyed ([`Effect::CloseDomain`], its nodes removed, `@releaseDomain` fired). The
+    /// outcome carries no reply. Engines that know no domains change nothing.
+    fn domain_states(&mut self, _states: &[DomainState]) -> Outcome<Self::Changes> {
+        Outcome {
+            reply: None,
+            events: Vec::new(),
+            changes: Self::empty_changes(),
+            effects: Vec::new(),
+        }
+    }
 
     /// Concatenates two change records (first, then second).
     fn merge_changes(first: Self::Changes, second: Self::Changes) -> Self::Changes;

@@ -12,7 +12,8 @@
 //! - no peer input panics the server: framing violations and ring index violations break
 //!   only the connection concerned (ring `error` field set, socket closed).
 //!
-//! Map: [`server`] (the step pipeline, recovery of ring connections), [`connection`] (the
+//! Map: [`server`] (the step pipeline, platform-initiated introductions and domain state
+//! changes, recovery of ring connections), [`connection`] (the
 //! table and the persisted connection snapshot), [`output`] (queued replies / events with
 //! their ring stream position), [`store_engine`] (the store as the engine, its mapping onto
 //! log mutations, and [`store_engine::start_crash_resilient`], the one start-up / recovery
@@ -39,10 +40,10 @@ pub mod store_engine;
 
 pub use connection::{ConnectionId, ConnectionSnapshot, ServerSnapshot};
 pub use debug::{Category, DebugSettings};
-pub use engine::{Caller, Effect, Engine, EventMessage, Outcome, ReplyMessage};
+pub use engine::{Caller, DomainState, Effect, Engine, EventMessage, Outcome, ReplyMessage};
 pub use journal::{CommitCause, ConnectionUpdate, Journal, NoJournal};
 pub use platform::{
     Clock, EventChannels, Level, LogSink, Platform, PlatformError, RingLocation, RingMapper,
 };
 pub use ring::RingMemory;
-pub use server::{Config, RecoveryReport, Server, ServerError, StepReport};
+pub use server::{Config, IntroduceError, RecoveryReport, Server, ServerError, StepReport};

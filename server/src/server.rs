@@ -33,7 +33,7 @@ use crate::engine::{Caller, Effect, Engine, Outcome, ReplyMessage};
 use crate::journal::{CommitCause, ConnectionUpdate, Journal};
 use crate::limits;
 use crate::output::{FrameKind, OutputQueue};
-use crate::platform::{Level, Platform, RingLocation};
+use crate::platform::{Level, Platform, PlatformError, RingLocation};
 use crate::ring::{self, Field, RingMemory, ServerRing};
 
 /// Tunables of one server instance.
@@ -103,6 +103,39 @@ pub struct Stats {
     pub syncs: u64,
     /// Steps.
     pub steps: u64,
+}
+
+/// Why [`Server::introduce_domain`] failed (nothing was committed or published).
+#[derive(Debug)]
+pub enum IntroduceError<J> {
+    /// The domain already has a connection.
+    AlreadyConnected(ConnectionId),
+    /// The ring could not be mapped.
+    Map(PlatformError),
+    /// The event channel could not be bound.
+    Bind(PlatformError),
+    /// The connection table is full.
+    TooManyConnections,
+    /// The engine refused the domain (its errno name).
+    Refused(String),
+    /// The journal failed; policy as for [`ServerError::Journal`].
+    Journal(J),
+}
+
+impl<J: core::fmt::Display> core::fmt::Display for IntroduceError<J> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            IntroduceError::AlreadyConnected(id) => {
+                write!(formatter, "domain already connected as {id:?}")
+            }
+            IntroduceError::Map(error) | IntroduceError::Bind(error) => {
+                write!(formatter, "{error}")
+            }
+            IntroduceError::TooManyConnections => formatter.write_str("too many connections"),
+            IntroduceError::Refused(errno) => write!(formatter, "refused by the store: {errno}"),
+            IntroduceError::Journal(error) => write!(formatter, "journal failure: {error}"),
+        }
+    }
 }
 
 /// Result of recovery, for logging.
@@ -552,6 +585,197 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
     /// step polls every ring anyway, so this only exists for platforms that want to log.
     pub fn event(&mut self, local_port: u32) -> Option<ConnectionId> {
         self.table.by_local_port(local_port)
+    }
+
+    // ----- platform-initiated domain changes -----
+
+    /// Introduces a domain on the platform's initiative (C `init_domain`: dom0 from the
+    /// launcher's `--event` at start-up, later dom0less domains), outside any request: maps
+    /// the ring, binds the event channel, registers the domain with the engine (second phase
+    /// of the store's INTRODUCE, `@introduceDomain` fired for unprivileged domains), commits
+    /// and syncs, then publishes (`server_features`, `connection = CONNECTED`, queued events,
+    /// a notification).
+    ///
+    /// Unlike XS_INTRODUCE (which resets the ring as C `domain_conn_reset` does), the ring's
+    /// indices are taken as they are: the peer may already have queued requests before the
+    /// server started, and they are served by the next step. Only indices that violate the
+    /// ring invariants get the reset instead.
+    pub fn introduce_domain(
+        &mut self,
+        location: RingLocation,
+    ) -> Result<ConnectionId, IntroduceError<J::Error>> {
+        if let Some(existing) = self.table.by_domid(location.domid) {
+            return Err(IntroduceError::AlreadyConnected(existing));
+        }
+        let memory = self.platform.map(&location).map_err(IntroduceError::Map)?;
+        let local_port = match self
+            .platform
+            .bind_interdomain(location.domid, location.remote_port)
+        {
+            Ok(port) => port,
+            Err(error) => {
+                self.platform.unmap(&location, memory);
+                return Err(IntroduceError::Bind(error));
+            }
+        };
+        let id = match self.allocate_id() {
+            Ok(id) => id,
+            Err(_) => {
+                self.platform.unbind(local_port);
+                self.platform.unmap(&location, memory);
+                return Err(IntroduceError::TooManyConnections);
+            }
+        };
+        let req_cons = memory.load_acquire(Field::ReqCons);
+        let req_prod = memory.load_acquire(Field::ReqProd);
+        let rsp_cons = memory.load_acquire(Field::RspCons);
+        let rsp_prod = memory.load_acquire(Field::RspProd);
+        let keep = ring::indices_are_consistent(req_prod, req_cons)
+            && ring::indices_are_consistent(rsp_prod, rsp_cons);
+        let (start_cons, start_rsp) = if keep { (req_cons, rsp_prod) } else { (0, 0) };
+        let connection = Connection {
+            id,
+            domid: location.domid,
+            privileged: location.domid == self.config.privileged_domid,
+            transport: Transport::Ring(RingTransport {
+                location,
+                local_port,
+                memory,
+                shadow_cons: start_cons,
+                published_cons: start_cons,
+                persisted_cons: start_cons,
+                reset_pending: !keep,
+                notify_pending: true,
+            }),
+            assembler: Assembler::default(),
+            output: OutputQueue::starting_at(start_rsp),
+            broken: None,
+            outstanding_max: self.config.outstanding_max,
+            events_dropped: 0,
+            requests: 0,
+        };
+        self.table.insert(connection);
+        let outcome = self.engine.introduce(id, &location, local_port);
+        if !outcome.reply.as_ref().is_some_and(ReplyMessage::is_success) {
+            let errno = outcome
+                .reply
+                .map(|reply| {
+                    String::from_utf8_lossy(&reply.payload)
+                        .trim_end_matches('\0')
+                        .into()
+                })
+                .unwrap_or_default();
+            self.close_ring(id);
+            return Err(IntroduceError::Refused(errno));
+        }
+        self.log(
+            Category::Connection,
+            Level::Info,
+            format_args!(
+                "domain {} introduced by the platform as connection {id:?} ({})",
+                location.domid,
+                if keep {
+                    "ring indices kept"
+                } else {
+                    "inconsistent ring indices: ring reset"
+                }
+            ),
+        );
+        // The ring is fresh to the server: the engine's reset concerns its own state only
+        // (nothing to drop); the ring's indices stay as the peer left them.
+        let effects = outcome
+            .effects
+            .into_iter()
+            .filter(|effect| *effect != Effect::ResetConnection(id))
+            .collect();
+        let cause = CommitCause {
+            connection: id,
+            domid: location.domid,
+            message_type: Some(MessageType::Introduce),
+            req_id: 0,
+            tx_id: 0,
+            path: None,
+            timestamp_ns: self.platform.now_ns(),
+        };
+        let outcome = Outcome {
+            reply: None,
+            events: outcome.events,
+            changes: Some(outcome.changes),
+            effects,
+        };
+        self.finish_platform_change(&cause, vec![id], outcome)
+            .map_err(|error| match error {
+                ServerError::Journal(error) => IntroduceError::Journal(error),
+                ServerError::TooManyConnections => IntroduceError::TooManyConnections,
+            })?;
+        if let Some(Transport::Ring(ring)) = self
+            .table
+            .get_mut(id)
+            .map(|connection| &mut connection.transport)
+            && keep
+        {
+            // C `init_domain`: advertise the features and mark the ring connected.
+            let features = ring.memory.load_acquire(Field::ServerFeatures);
+            ring.memory
+                .store_release(Field::ServerFeatures, features | ring::SERVER_FEATURES);
+            ring.memory
+                .store_release(Field::Connection, xenstore_protocol::ring::CONNECTED);
+        }
+        self.publish();
+        Ok(id)
+    }
+
+    /// Domain state changes seen by the platform after `VIRQ_DOM_EXC` (C
+    /// `do_check_domains`), forwarded to the engine: a first shutdown of an introduced domain
+    /// fires `@releaseDomain` (its nodes stay); a dead domain's connection is closed (event
+    /// channel unbound, ring unmapped), its nodes go and `@releaseDomain` fires. The change is
+    /// committed and synced before any resulting watch event is transmitted.
+    pub fn domain_states(
+        &mut self,
+        states: &[crate::engine::DomainState],
+    ) -> Result<(), ServerError<J::Error>> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let outcome = self.engine.domain_states(states);
+        let cause = CommitCause {
+            connection: ConnectionId(0),
+            domid: self.config.privileged_domid,
+            message_type: None,
+            req_id: 0,
+            tx_id: 0,
+            path: None,
+            timestamp_ns: self.platform.now_ns(),
+        };
+        let outcome = Outcome {
+            reply: None,
+            events: outcome.events,
+            changes: Some(outcome.changes),
+            effects: outcome.effects,
+        };
+        self.finish_platform_change(&cause, Vec::new(), outcome)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Queues the events and effects of a change made outside a step, commits and syncs it.
+    fn finish_platform_change(
+        &mut self,
+        cause: &CommitCause,
+        mut touched: Vec<ConnectionId>,
+        outcome: Outcome<Option<E::Changes>>,
+    ) -> Result<(), ServerError<J::Error>> {
+        let mut report = StepReport::default();
+        self.finish_outcome_inner(cause, &mut touched, outcome, &mut report)?;
+        if report.commits > 0 && self.journal.is_enabled() {
+            self.journal.sync().map_err(ServerError::Journal)?;
+            self.stats.syncs += 1;
+            if let Some(first) = self.first_append_ns.take() {
+                let latency = self.platform.now_ns().saturating_sub(first);
+                self.counters.commit_latency(latency);
+            }
+        }
+        Ok(())
     }
 
     // ----- the pipeline -----

@@ -501,6 +501,11 @@ impl Engine for StoreEngine {
         Self::only_changes(set)
     }
 
+    fn domain_states(&mut self, states: &[crate::engine::DomainState]) -> Outcome<StoreChanges> {
+        let outcome = self.store.domain_states(states);
+        self.convert(MessageType::Release, outcome)
+    }
+
     fn merge_changes(mut first: StoreChanges, second: StoreChanges) -> StoreChanges {
         first.set.changes.extend(second.set.changes);
         first.set.generation = first.set.generation.max(second.set.generation);

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# scripts/lab/build-overlay.sh — owns: the small second cpio of the Xen lab (rebuilt every run).
+#
+# Usage: build-overlay.sh <base-dir> <output.cpio>
+# Packs, for concatenation after the cached dom0-base.cpio:
+#   /init                      dom0's init (scripts/lab/dom0/init)
+#   /lab/lib.sh, /lab/scenarios/, /lab/bench-xs.py   dom0-side scenario code
+#   /lab/xl/lab-guest-pvh.cfg  the guest config (xl-configs/)
+#   /lab/guest/vmlinuz, /lab/guest/initrd.cpio.gz    the tiny PVH guest
+#   /lab/stubdom/kernel        the project's xenstore stub domain kernel, if one is found
+#   /lab/bin/rxenstored        the project's hosted daemon, if built
+#   /lab/bin/loadgen           the project's load generator, if LAB_LOADGEN names one
+# Stub domain kernel: $LAB_STUBDOM_KERNEL, else the default build output (lib.sh).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+base="$1"
+output="$2"
+staging="$(mktemp -d "${TMPDIR:-/tmp}/lab-overlay.XXXXXX")"
+trap 'rm -rf "$staging"' EXIT
+chmod 0755 "$staging"
+
+mkdir -p "$staging/lab/scenarios" "$staging/lab/xl" "$staging/lab/guest" "$staging/lab/bin" "$staging/lab/stubdom"
+install -m 0755 "$LAB_DIR/dom0/init" "$staging/init"
+install -m 0644 "$LAB_DIR/dom0/lib.sh" "$staging/lab/lib.sh"
+install -m 0755 "$LAB_DIR/dom0/bench-xs.py" "$staging/lab/bench-xs.py"
+install -m 0755 "$LAB_DIR"/scenarios/*.sh "$staging/lab/scenarios/"
+install -m 0644 "$LAB_REPO/xl-configs/lab-guest-pvh.cfg" "$staging/lab/xl/"
+cp "$base/vmlinuz" "$staging/lab/guest/vmlinuz"
+
+# The guest initrd: busybox and an /init, nothing else (~1 MB compressed).
+guest="$staging/guest-root"
+mkdir -p "$guest/bin" "$guest/proc" "$guest/dev"
+install -m 0755 "$base/busybox" "$guest/bin/busybox"
+ln -s busybox "$guest/bin/sh"
+install -m 0755 "$LAB_DIR/guest/init" "$guest/init"
+(cd "$guest" && find . | cpio -o -H newc --quiet) | gzip -1 >"$staging/lab/guest/initrd.cpio.gz"
+rm -rf "$guest"
+
+stubdom="$(lab_stubdom_kernel)"
+if [ -n "$stubdom" ]; then
+    install -m 0644 "$stubdom" "$staging/lab/stubdom/kernel"
+    lab_log "stub domain kernel: $stubdom"
+fi
+
+hosted="$LAB_REPO/target/release/rxenstored"
+if [ -f "$hosted" ]; then install -m 0755 "$hosted" "$staging/lab/bin/rxenstored"; fi
+if [ -n "${LAB_LOADGEN:-}" ]; then
+    [ -f "$LAB_LOADGEN" ] || lab_die "LAB_LOADGEN=$LAB_LOADGEN does not exist"
+    install -m 0755 "$LAB_LOADGEN" "$staging/lab/bin/loadgen"
+fi
+
+(cd "$staging" && find . -mindepth 1 | cpio -o -H newc --quiet) >"$output"

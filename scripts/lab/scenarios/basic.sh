@@ -3,7 +3,9 @@
 #
 # Against whichever xenstore this boot started (scenarios a, b, c of the lab):
 # xl list, xenstore-ls, create the tiny PVH guest, check its /local/domain/<id> nodes and its
-# console marker, destroy it, check the nodes and the domain are gone.
+# console marker; xenstore-write/read/watch/rm; xl shutdown of the guest (control/shutdown
+# watch in the guest, @releaseDomain, nodes gone); a second guest (@introduceDomain on create,
+# @releaseDomain and node removal on xl destroy).
 # Exit 0 = PASS; anything else = FAIL, with the reason as the last lines of output.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../dom0/lib.sh
@@ -58,8 +60,53 @@ for attempt in 1 2; do
     fail "guest printed no LAB-GUEST-UP within 120 s"
 done
 
-step "xl destroy $name"
+step "xenstore-write, -read, -watch and -rm from dom0"
+xenstore-write /lab-test/a hello || fail "xenstore-write failed"
+[ "$(xenstore-read /lab-test/a)" = hello ] || fail "xenstore-read did not return hello"
+timeout 30 xenstore-watch -n 2 /lab-test >/tmp/watch.out 2>&1 &
+watcher=$!
+sleep 1
+xenstore-write /lab-test/b world || fail "xenstore-write /lab-test/b failed"
+wait "$watcher" || true
+cat /tmp/watch.out
+grep -q '^/lab-test/b' /tmp/watch.out || fail "no watch event for /lab-test/b"
+xenstore-rm /lab-test || fail "xenstore-rm failed"
+! xenstore-exists /lab-test || fail "/lab-test still exists after xenstore-rm"
+
+# xl shutdown writes control/shutdown; the guest kernel (watching it) powers off; the
+# shutdown fires @releaseDomain (the watch prints its initial event first, hence >= 2 lines);
+# xl's per-domain daemon then destroys the domain (on_poweroff = "destroy").
+step "xl shutdown $name fires @releaseDomain, then the domain and its nodes go"
+timeout 120 xenstore-watch -n 2 @releaseDomain >/tmp/release.out 2>&1 &
+watcher=$!
+sleep 1
+xl shutdown "$name" || fail "xl shutdown failed"
+lab_wait 90 sh -c "! xl list | grep -q '^$name '" || { xl list; fail "$name still listed 90 s after xl shutdown"; }
+wait "$watcher" || true
+cat /tmp/release.out
+[ "$(grep -c '^@releaseDomain' /tmp/release.out)" -ge 2 ] || fail "@releaseDomain did not fire on shutdown"
+lab_wait 30 sh -c "! xenstore-exists /local/domain/$domid" || fail "/local/domain/$domid still exists after shutdown"
+
+name=lab-basic2
+step "xl create $name fires @introduceDomain"
+timeout 120 xenstore-watch -n 2 @introduceDomain >/tmp/introduce.out 2>&1 &
+watcher=$!
+sleep 1
+lab_guest_create_retry basic "$name" || fail "xl create $name failed (twice)"
+domid="$(xl domid "$name")" || fail "xl domid $name failed"
+wait "$watcher" || true
+cat /tmp/introduce.out
+[ "$(grep -c '^@introduceDomain' /tmp/introduce.out)" -ge 2 ] || fail "@introduceDomain did not fire on create"
+xenstore-exists "/local/domain/$domid" || fail "/local/domain/$domid missing"
+
+step "xl destroy $name fires @releaseDomain and removes its nodes"
+timeout 60 xenstore-watch -n 2 @releaseDomain >/tmp/release.out 2>&1 &
+watcher=$!
+sleep 1
 xl destroy "$name" || fail "xl destroy failed"
+wait "$watcher" || true
+cat /tmp/release.out
+[ "$(grep -c '^@releaseDomain' /tmp/release.out)" -ge 2 ] || fail "@releaseDomain did not fire on destroy"
 lab_wait 30 sh -c "! xenstore-exists /local/domain/$domid" || fail "/local/domain/$domid still exists 30 s after destroy"
 xl list | tee /tmp/xl-list.out
 ! grep -q "^$name " /tmp/xl-list.out || fail "$name still listed by xl list"

@@ -1,7 +1,13 @@
 //! A simulated guest's xenbus: creates the shared ring file and the guest end of the
 //! simulated event channel in the daemon's `--sim-dir`, then speaks the wire protocol over the
 //! ring like a guest kernel would (requests split across ring wraps, notifications after each
-//! index move, replies matched by `req_id`, watch events queued).
+//! index move, replies matched by `req_id`).
+//!
+//! It also gives tests full control: every received packet (replies and watch events) is kept
+//! in arrival order and can be taken for exactly-once checks ([`SimulatedGuest::take_received`]),
+//! raw bytes and half packets can be written ([`SimulatedGuest::send_raw`]), and the ring page
+//! itself is reachable for corrupting indices or reading the `error` field
+//! ([`SimulatedGuest::memory`]). Waits are bounded by a caller-supplied deadline or timeout.
 //!
 //! The guest survives daemon restarts: its ring file and socket stay; after a restart the
 //! daemon re-maps the same file and re-binds its end of the channel (see
@@ -10,40 +16,71 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use xenstore_protocol::{Domid, MessageType};
-use xenstore_server::frame::{Assembler, Header, encode_frame};
-use xenstore_server::ring::GuestRing;
+use xenstore_server::frame::{Assembler, Packet, encode_frame};
+use xenstore_server::ring::{Field, GuestRing, RingMemory};
 
 use crate::platform::{guest_port_path, ring_path, server_port_path};
 use crate::shm::SharedRingFile;
 
-/// A reply seen by the guest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GuestReply {
-    /// Its header.
-    pub header: Header,
-    /// Its payload.
-    pub payload: Vec<u8>,
-}
+/// How long a wait sleeps between looks at the ring when no notification arrives.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Why a guest operation failed.
 #[derive(Debug)]
 pub enum GuestError {
-    /// Files or sockets.
+    /// Creating the ring file or the socket.
     Io(io::Error),
-    /// The ring indices were inconsistent, or the server set the `error` field.
-    Ring(String),
-    /// No reply in time.
+    /// The server set the ring's `error` field (1 COMM, 2 RINGIDX, 3 PROTO).
+    ServerError(u32),
+    /// Our view of the indices is inconsistent, or the reply stream does not parse.
+    Corrupt(String),
+    /// The deadline passed.
     Timeout,
 }
+
+impl std::fmt::Display for GuestError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuestError::Io(error) => write!(formatter, "io: {error}"),
+            GuestError::ServerError(code) => write!(formatter, "server set ring error {code}"),
+            GuestError::Corrupt(text) => write!(formatter, "corrupt: {text}"),
+            GuestError::Timeout => formatter.write_str("timed out"),
+        }
+    }
+}
+
+impl std::error::Error for GuestError {}
 
 impl From<io::Error> for GuestError {
     fn from(error: io::Error) -> GuestError {
         GuestError::Io(error)
+    }
+}
+
+/// Splits a `<path>\0<token>\0` watch event payload.
+pub fn parse_event(payload: &[u8]) -> Option<(String, String)> {
+    let mut parts = payload.split(|byte| *byte == 0);
+    let path = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let token = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    Some((path, token))
+}
+
+/// A short printable rendering of a payload for failure messages.
+pub fn show(payload: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(&payload[..payload.len().min(60)])
+        .chars()
+        .map(|c| if c == '\0' { '|' } else { c })
+        .collect();
+    if payload.len() > 60 {
+        format!("{text}...({} bytes)", payload.len())
+    } else {
+        text
     }
 }
 
@@ -57,13 +94,13 @@ pub struct SimulatedGuest {
     memory: SharedRingFile,
     socket: UnixDatagram,
     assembler: Assembler,
+    received: VecDeque<Packet>,
     next_req_id: u32,
-    events: VecDeque<Vec<u8>>,
-    replies: VecDeque<GuestReply>,
 }
 
 impl SimulatedGuest {
-    /// Creates the ring file (zeroed) and binds the guest end of event channel `port`.
+    /// Creates the zeroed ring file `dom<domid>.gfn<gfn>.ring` and binds the guest end of the
+    /// event channel `port` in `directory` (the daemon's `--sim-dir`).
     pub fn create(
         directory: &Path,
         domid: Domid,
@@ -86,9 +123,8 @@ impl SimulatedGuest {
             memory,
             socket,
             assembler: Assembler::default(),
+            received: VecDeque::new(),
             next_req_id: 1,
-            events: VecDeque::new(),
-            replies: VecDeque::new(),
         })
     }
 
@@ -97,12 +133,32 @@ impl SimulatedGuest {
         self.domid
     }
 
+    /// `/local/domain/<domid>`.
+    pub fn home(&self) -> String {
+        format!("/local/domain/{}", self.domid.0)
+    }
+
     /// Payload of the XS_INTRODUCE a dom0 client sends for this guest.
     pub fn introduce_payload(&self) -> Vec<u8> {
         format!("{}\0{}\0{}\0", self.domid.0, self.gfn, self.port).into_bytes()
     }
 
-    /// Notifies the server (ignored when the daemon is down: it re-scans on start).
+    /// Raw access to the ring page (corrupting indices, reading `error`).
+    pub fn memory(&self) -> &SharedRingFile {
+        &self.memory
+    }
+
+    /// The ring's `error` field.
+    pub fn ring_error(&self) -> u32 {
+        self.memory.load_acquire(Field::Error)
+    }
+
+    fn ring(&self) -> GuestRing<&SharedRingFile> {
+        GuestRing::new(&self.memory)
+    }
+
+    /// Sends an event-channel notification (ignored while the daemon is down: it re-scans on
+    /// start).
     pub fn notify(&self) {
         let _ = self.socket.send_to(
             b"!",
@@ -110,20 +166,74 @@ impl SimulatedGuest {
         );
     }
 
-    fn ring(&self) -> GuestRing<&SharedRingFile> {
-        GuestRing::new(&self.memory)
+    /// Waits up to `duration` for a notification from the server (drains them all).
+    pub fn wait_notification(&self, duration: Duration) {
+        let mut fds = [libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid, exclusively borrowed pollfd for the duration of the call.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), 1, duration.as_millis().max(1) as i32);
+        }
+        let mut buffer = [0u8; 64];
+        while self.socket.recv(&mut buffer).is_ok() {}
     }
 
-    /// Writes raw bytes into the request ring, waiting for space (bad-input and split-packet
-    /// tests use this directly).
-    pub fn send_raw(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), GuestError> {
-        let deadline = Instant::now() + timeout;
+    fn check_error(&self) -> Result<(), GuestError> {
+        match self.ring_error() {
+            0 => Ok(()),
+            code => Err(GuestError::ServerError(code)),
+        }
+    }
+
+    /// Moves every complete packet from the reply ring into the received queue, then reports
+    /// a server-set `error` field.
+    pub fn pump(&mut self) -> Result<(), GuestError> {
+        let mut buffer = [0u8; 1024];
+        loop {
+            let transfer = self
+                .ring()
+                .read_replies(&mut buffer)
+                .map_err(|error| GuestError::Corrupt(format!("{error:?}")))?;
+            if transfer.notify {
+                self.notify();
+            }
+            if transfer.bytes == 0 {
+                break;
+            }
+            let mut input = &buffer[..transfer.bytes];
+            while !input.is_empty() {
+                let (consumed, packet) = self
+                    .assembler
+                    .feed(input)
+                    .map_err(|error| GuestError::Corrupt(format!("reply stream: {error:?}")))?;
+                input = &input[consumed..];
+                if let Some(packet) = packet {
+                    self.received.push_back(packet);
+                }
+            }
+        }
+        self.check_error()
+    }
+
+    /// Takes every packet received so far (replies and watch events, in arrival order).
+    pub fn take_received(&mut self) -> Vec<Packet> {
+        self.received.drain(..).collect()
+    }
+
+    /// Writes raw bytes into the request ring, waiting (bounded by `deadline`) for space and
+    /// pumping replies meanwhile (they stay queued). Bad-input and split-packet tests use this
+    /// directly.
+    pub fn send_raw(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), GuestError> {
         let mut sent = 0;
         while sent < bytes.len() {
+            self.check_error()?;
             let transfer = self
                 .ring()
                 .write_requests(&bytes[sent..])
-                .map_err(|error| GuestError::Ring(format!("{error:?}")))?;
+                .map_err(|error| GuestError::Corrupt(format!("{error:?}")))?;
             sent += transfer.bytes;
             if transfer.notify {
                 self.notify();
@@ -133,10 +243,30 @@ impl SimulatedGuest {
                 if Instant::now() > deadline {
                     return Err(GuestError::Timeout);
                 }
-                self.wait(Duration::from_millis(5));
+                self.wait_notification(POLL_INTERVAL);
             }
         }
         Ok(())
+    }
+
+    /// The next request id this guest will use.
+    pub fn next_req_id(&self) -> u32 {
+        self.next_req_id
+    }
+
+    /// Encodes a request with a fresh req_id; returns `(req_id, frame bytes)`.
+    pub fn frame(
+        &mut self,
+        message_type: MessageType,
+        tx_id: u32,
+        payload: &[u8],
+    ) -> (u32, Vec<u8>) {
+        let req_id = self.next_req_id;
+        self.next_req_id = self.next_req_id.wrapping_add(1);
+        (
+            req_id,
+            encode_frame(message_type.as_u32(), req_id, tx_id, payload),
+        )
     }
 
     /// Sends a request; returns its req_id.
@@ -145,119 +275,63 @@ impl SimulatedGuest {
         message_type: MessageType,
         tx_id: u32,
         payload: &[u8],
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<u32, GuestError> {
-        let req_id = self.next_req_id;
-        self.next_req_id = self.next_req_id.wrapping_add(1);
-        self.send_raw(
-            &encode_frame(message_type.as_u32(), req_id, tx_id, payload),
-            timeout,
-        )?;
+        let (req_id, frame) = self.frame(message_type, tx_id, payload);
+        self.send_raw(&frame, deadline)?;
         Ok(req_id)
     }
 
-    fn wait(&self, duration: Duration) {
-        let mut fds = [libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&self.socket),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        // SAFETY: one valid pollfd, exclusively borrowed for the call.
-        unsafe {
-            libc::poll(fds.as_mut_ptr(), 1, duration.as_millis() as i32);
-        }
-        let mut buffer = [0u8; 16];
-        while self.socket.recv(&mut buffer).is_ok() {}
-    }
-
-    /// Moves reply bytes from the ring into the reply/event queues.
-    pub fn pump(&mut self) -> Result<(), GuestError> {
-        let error = self.memory_error();
-        if error != 0 {
-            return Err(GuestError::Ring(format!("server set error {error}")));
-        }
-        let mut buffer = [0u8; 1024];
-        loop {
-            let transfer = self
-                .ring()
-                .read_replies(&mut buffer)
-                .map_err(|error| GuestError::Ring(format!("{error:?}")))?;
-            if transfer.notify {
-                self.notify();
-            }
-            if transfer.bytes == 0 {
-                return Ok(());
-            }
-            let mut input = &buffer[..transfer.bytes];
-            while !input.is_empty() {
-                let (consumed, packet) = self
-                    .assembler
-                    .feed(input)
-                    .map_err(|error| GuestError::Ring(format!("{error:?}")))?;
-                input = &input[consumed..];
-                if let Some(packet) = packet {
-                    if packet.header.message_type == MessageType::WatchEvent.as_u32() {
-                        self.events.push_back(packet.payload);
-                    } else {
-                        self.replies.push_back(GuestReply {
-                            header: packet.header,
-                            payload: packet.payload,
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    /// The ring's `error` field.
-    pub fn memory_error(&self) -> u32 {
-        use xenstore_server::ring::{Field, RingMemory};
-        self.memory.load_acquire(Field::Error)
-    }
-
-    /// Waits for the reply to `req_id`.
-    pub fn wait_reply(&mut self, req_id: u32, timeout: Duration) -> Result<GuestReply, GuestError> {
-        let deadline = Instant::now() + timeout;
+    /// Pumps until the first queued packet matching `wanted` can be removed, or `deadline`.
+    fn wait_for(
+        &mut self,
+        deadline: Instant,
+        wanted: impl Fn(&Packet) -> bool,
+    ) -> Result<Packet, GuestError> {
         loop {
             self.pump()?;
-            if let Some(index) = self
-                .replies
-                .iter()
-                .position(|reply| reply.header.req_id == req_id)
-            {
-                return Ok(self.replies.remove(index).unwrap_or_else(|| unreachable!()));
+            if let Some(index) = self.received.iter().position(&wanted) {
+                return Ok(self
+                    .received
+                    .remove(index)
+                    .expect("index from position is valid"));
             }
             if Instant::now() > deadline {
                 return Err(GuestError::Timeout);
             }
-            self.wait(Duration::from_millis(10));
+            self.wait_notification(POLL_INTERVAL);
         }
     }
 
-    /// Sends a request and waits for its reply.
+    /// Waits for the reply to `req_id` (watch events and other replies stay queued).
+    pub fn wait_reply(&mut self, req_id: u32, deadline: Instant) -> Result<Packet, GuestError> {
+        self.wait_for(deadline, |packet| {
+            packet.header.req_id == req_id
+                && packet.header.message_type != MessageType::WatchEvent.as_u32()
+        })
+    }
+
+    /// Sends a request and waits for its reply (for simple, non-pipelined use).
     pub fn request(
         &mut self,
         message_type: MessageType,
         tx_id: u32,
         payload: &[u8],
         timeout: Duration,
-    ) -> Result<GuestReply, GuestError> {
-        let req_id = self.send(message_type, tx_id, payload, timeout)?;
-        self.wait_reply(req_id, timeout)
+    ) -> Result<Packet, GuestError> {
+        let deadline = Instant::now() + timeout;
+        let req_id = self.send(message_type, tx_id, payload, deadline)?;
+        self.wait_reply(req_id, deadline)
     }
 
-    /// Waits for the next watch event.
-    pub fn next_event(&mut self, timeout: Duration) -> Result<Vec<u8>, GuestError> {
+    /// Waits for the next watch event `(path, token)`; other packets stay queued.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<(String, String), GuestError> {
         let deadline = Instant::now() + timeout;
-        loop {
-            self.pump()?;
-            if let Some(event) = self.events.pop_front() {
-                return Ok(event);
-            }
-            if Instant::now() > deadline {
-                return Err(GuestError::Timeout);
-            }
-            self.wait(Duration::from_millis(10));
-        }
+        let packet = self.wait_for(deadline, |packet| {
+            packet.header.message_type == MessageType::WatchEvent.as_u32()
+        })?;
+        parse_event(&packet.payload).ok_or_else(|| {
+            GuestError::Corrupt(format!("bad watch event {}", show(&packet.payload)))
+        })
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Daemon, have_tools, temp_dir};
 use rxenstored::client::SocketClient;
@@ -80,12 +80,14 @@ fn guest_ring_survives_kill9_with_a_partial_packet() {
             format!("{path}\0").as_bytes(),
         );
         let (first, second) = frame.split_at(10);
-        guest.send_raw(first, TIMEOUT).unwrap();
+        guest.send_raw(first, Instant::now() + TIMEOUT).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         daemon.kill9();
         daemon.spawn();
-        guest.send_raw(second, TIMEOUT).unwrap();
-        let reply = guest.wait_reply(1000 + round, TIMEOUT).unwrap();
+        guest.send_raw(second, Instant::now() + TIMEOUT).unwrap();
+        let reply = guest
+            .wait_reply(1000 + round, Instant::now() + TIMEOUT)
+            .unwrap();
         assert_eq!(
             reply.payload,
             vec![b'a' + round as u8; 1500],

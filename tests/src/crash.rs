@@ -27,11 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rxenstored::client::SocketClient;
-use xenstore_protocol::MessageType;
+use rxenstored::guest::{GuestError, SimulatedGuest};
+use xenstore_protocol::{Domid, MessageType};
 use xenstore_server::frame::Packet;
 
 use crate::daemon::{Daemon, Mode};
-use crate::ring_guest::{RingGuest, RingGuestError};
 use crate::rng::Rng;
 use crate::wire::{error_name, parse_event, path_payload, show, strings_payload, write_payload};
 
@@ -261,7 +261,7 @@ struct Pending {
 }
 
 struct GuestWorker {
-    guest: RingGuest,
+    guest: SimulatedGuest,
     who: String,
     rng: Rng,
     shared: Arc<Shared>,
@@ -292,7 +292,7 @@ impl GuestWorker {
         self.guest.home()
     }
 
-    fn fatal(&mut self, operation: &str, error: RingGuestError) {
+    fn fatal(&mut self, operation: &str, error: GuestError) {
         if !self.dead {
             self.shared.violation(&self.who, operation, error);
             self.dead = true;
@@ -739,7 +739,7 @@ impl GuestWorker {
             .expected_events
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-            .get(&self.guest.domid())
+            .get(&self.guest.domid().0)
             .cloned()
             .unwrap_or_default();
         for path in expected_from_sockets {
@@ -1076,8 +1076,8 @@ fn setup_guest(
     sim_dir: &Path,
     domid: u16,
     config: &Config,
-) -> (RingGuest, String) {
-    let mut guest = RingGuest::create(sim_dir, domid, 0x1000 + u64::from(domid), 10)
+) -> (SimulatedGuest, String) {
+    let mut guest = SimulatedGuest::create(sim_dir, Domid(domid), 0x1000 + u64::from(domid), 10)
         .unwrap_or_else(|error| panic!("setup: guest {domid}: {error}"));
     expect_ok(
         dom0.request(MessageType::Introduce, 0, &guest.introduce_payload()),

@@ -4,15 +4,15 @@
 //! - [`daemon`]: locate (or build) the `rxenstored` binary, spawn it on a private socket in a
 //!   temporary directory, wait for readiness (pid file), SIGKILL/SIGTERM and restart it;
 //! - [`tools`]: run the real clients (Debian xenstore-utils, pyxs) against that socket;
-//! - [`ring_guest`]: a simulated guest's xenbus with full control over the ring (raw bytes,
-//!   split packets, corrupt indices, every received packet visible for exactly-once checks);
 //! - [`wire`]: small helpers over the wire format (payload building, error names);
 //! - [`rng`]: a tiny seeded PRNG so every randomised run is reproducible from its seed;
 //! - [`crash`]: the reusable crash-survival harness (workload, killer, checker).
+//!
+//! Simulated guests (raw bytes, split packets, corrupt indices, every received packet visible
+//! for exactly-once checks) are `rxenstored::guest::SimulatedGuest`.
 
 pub mod crash;
 pub mod daemon;
-pub mod ring_guest;
 pub mod rng;
 pub mod tools;
 pub mod wire;

@@ -1,5 +1,6 @@
 //! Wire-format helpers shared by the suites: payload builders and reply decoding.
 
+pub use rxenstored::guest::{parse_event, show};
 use xenstore_protocol::MessageType;
 
 /// `<path>\0`.
@@ -33,25 +34,4 @@ pub fn error_name(message_type: u32, payload: &[u8]) -> Option<String> {
             .trim_end_matches('\0')
             .to_string()
     })
-}
-
-/// Splits a `<path>\0<token>\0` watch event payload.
-pub fn parse_event(payload: &[u8]) -> Option<(String, String)> {
-    let mut parts = payload.split(|byte| *byte == 0);
-    let path = String::from_utf8(parts.next()?.to_vec()).ok()?;
-    let token = String::from_utf8(parts.next()?.to_vec()).ok()?;
-    Some((path, token))
-}
-
-/// A short printable rendering of a payload for failure messages.
-pub fn show(payload: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(&payload[..payload.len().min(60)])
-        .chars()
-        .map(|c| if c == '\0' { '|' } else { c })
-        .collect();
-    if payload.len() > 60 {
-        format!("{text}...({} bytes)", payload.len())
-    } else {
-        text
-    }
 }

@@ -9,11 +9,11 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use rxenstored::client::SocketClient;
+use rxenstored::guest::{GuestError, SimulatedGuest};
 use xenstore_e2e::daemon::{Daemon, Mode};
-use xenstore_e2e::ring_guest::{RingGuest, RingGuestError};
 use xenstore_e2e::rng::Rng;
 use xenstore_e2e::wire::{error_name, path_payload, strings_payload, write_payload};
-use xenstore_protocol::MessageType;
+use xenstore_protocol::{Domid, MessageType};
 use xenstore_server::ring::{Field, RingMemory};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,7 +96,7 @@ fn closed_by_server(stream: &mut UnixStream) -> bool {
     false
 }
 
-fn introduce(daemon: &Daemon, guest: &RingGuest) {
+fn introduce(daemon: &Daemon, guest: &SimulatedGuest) {
     let reply = dom0(daemon)
         .request(MessageType::Introduce, 0, &guest.introduce_payload())
         .expect("INTRODUCE");
@@ -116,7 +116,7 @@ fn introduce(daemon: &Daemon, guest: &RingGuest) {
 }
 
 fn guest_call(
-    guest: &mut RingGuest,
+    guest: &mut SimulatedGuest,
     message_type: MessageType,
     tx: u32,
     payload: &[u8],
@@ -130,7 +130,7 @@ fn guest_call(
     )
 }
 
-fn wait_ring_error(guest: &RingGuest, expected: u32, context: &str) {
+fn wait_ring_error(guest: &SimulatedGuest, expected: u32, context: &str) {
     let deadline = Instant::now() + TIMEOUT;
     while guest.ring_error() == 0 {
         assert!(
@@ -257,8 +257,8 @@ fn invalid_requests_get_einval_and_the_connection_survives() {
 #[test]
 fn oversized_payload_len_on_a_ring_sets_error_proto() {
     let mut daemon = daemon_with_data("big-ring", &[]);
-    let mut bad = RingGuest::create(daemon.sim_dir(), 7, 0x70, 1).expect("guest 7");
-    let mut good = RingGuest::create(daemon.sim_dir(), 8, 0x80, 1).expect("guest 8");
+    let mut bad = SimulatedGuest::create(daemon.sim_dir(), Domid(7), 0x70, 1).expect("guest 7");
+    let mut good = SimulatedGuest::create(daemon.sim_dir(), Domid(8), 0x80, 1).expect("guest 8");
     introduce(&daemon, &bad);
     introduce(&daemon, &good);
     bad.send_raw(
@@ -296,8 +296,8 @@ fn oversized_payload_len_on_a_ring_sets_error_proto() {
 #[test]
 fn corrupt_request_indices_set_error_ringidx() {
     let mut daemon = daemon_with_data("ringidx-req", &[]);
-    let bad = RingGuest::create(daemon.sim_dir(), 11, 0xb0, 2).expect("guest 11");
-    let mut good = RingGuest::create(daemon.sim_dir(), 12, 0xc0, 2).expect("guest 12");
+    let bad = SimulatedGuest::create(daemon.sim_dir(), Domid(11), 0xb0, 2).expect("guest 11");
+    let mut good = SimulatedGuest::create(daemon.sim_dir(), Domid(12), 0xc0, 2).expect("guest 12");
     introduce(&daemon, &bad);
     introduce(&daemon, &good);
     let cons = bad.memory().load_acquire(Field::ReqCons);
@@ -318,8 +318,8 @@ fn corrupt_request_indices_set_error_ringidx() {
 #[test]
 fn corrupt_response_indices_set_error_ringidx() {
     let mut daemon = daemon_with_data("ringidx-rsp", &[]);
-    let mut bad = RingGuest::create(daemon.sim_dir(), 13, 0xd0, 3).expect("guest 13");
-    let mut good = RingGuest::create(daemon.sim_dir(), 14, 0xe0, 3).expect("guest 14");
+    let mut bad = SimulatedGuest::create(daemon.sim_dir(), Domid(13), 0xd0, 3).expect("guest 13");
+    let mut good = SimulatedGuest::create(daemon.sim_dir(), Domid(14), 0xe0, 3).expect("guest 14");
     introduce(&daemon, &bad);
     introduce(&daemon, &good);
     // The guest claims to have consumed replies the server never produced.
@@ -336,7 +336,7 @@ fn corrupt_response_indices_set_error_ringidx() {
     wait_ring_error(&bad, RING_ERROR_RINGIDX, "rsp_cons ahead of rsp_prod");
     assert!(matches!(
         bad.pump(),
-        Err(RingGuestError::ServerError(RING_ERROR_RINGIDX)) | Err(RingGuestError::Corrupt(_))
+        Err(GuestError::ServerError(RING_ERROR_RINGIDX)) | Err(GuestError::Corrupt(_))
     ));
     let (error, _) = guest_call(
         &mut good,
@@ -354,8 +354,10 @@ fn quota_abuse_by_an_unprivileged_guest_gets_enospc() {
     // new count would reach the quota (xen.git tools/xenstored/domain.c,
     // `domain_quota_val_exceeds`: `val >= quota`), so a quota of N admits N - 1.
     let mut daemon = daemon_with_data("quota", &["-E", "20", "-W", "5", "-t", "3", "-S", "256"]);
-    let mut abuser = RingGuest::create(daemon.sim_dir(), 21, 0x210, 4).expect("guest 21");
-    let mut neighbour = RingGuest::create(daemon.sim_dir(), 22, 0x220, 4).expect("guest 22");
+    let mut abuser =
+        SimulatedGuest::create(daemon.sim_dir(), Domid(21), 0x210, 4).expect("guest 21");
+    let mut neighbour =
+        SimulatedGuest::create(daemon.sim_dir(), Domid(22), 0x220, 4).expect("guest 22");
     introduce(&daemon, &abuser);
     introduce(&daemon, &neighbour);
 

@@ -9,11 +9,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rxenstored::client::SocketClient;
+use rxenstored::guest::SimulatedGuest;
 use xenstore_e2e::daemon::{Daemon, Mode};
-use xenstore_e2e::ring_guest::RingGuest;
 use xenstore_e2e::tools::{have_pyxs, have_tools, missing, python, tool, xen_utils_tool};
 use xenstore_e2e::wire::{error_name, path_payload, show, strings_payload, write_payload};
-use xenstore_protocol::MessageType;
+use xenstore_protocol::{Domid, MessageType};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,7 +113,8 @@ fn chmod_denies_an_unprivileged_guest_with_eacces() {
     )
     .ok();
     let mut dom0 = dom0(&daemon);
-    let mut guest = RingGuest::create(daemon.sim_dir(), 5, 0x5000, 7).expect("guest ring");
+    let mut guest =
+        SimulatedGuest::create(daemon.sim_dir(), Domid(5), 0x5000, 7).expect("guest ring");
     assert_eq!(
         wire_error(
             &mut dom0,
@@ -124,7 +125,7 @@ fn chmod_denies_an_unprivileged_guest_with_eacces() {
         None,
         "INTRODUCE"
     );
-    let read = |guest: &mut RingGuest, path: &str| {
+    let read = |guest: &mut SimulatedGuest, path: &str| {
         let reply = guest
             .request(MessageType::Read, 0, &path_payload(path), TIMEOUT)
             .unwrap_or_else(|error| panic!("guest read {path}: {error}"));

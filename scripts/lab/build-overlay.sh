@@ -37,17 +37,25 @@ install -m 0755 "$LAB_DIR/guest/init" "$guest/init"
 (cd "$guest" && find . | cpio -o -H newc --quiet) | gzip -1 >"$staging/lab/guest/initrd.cpio.gz"
 rm -rf "$guest"
 
+# The project's binaries go in without debug information: dom0 unpacks its whole initramfs
+# into 700 MB of RAM, and the release builds carry debug info (a 16 MB rxenstored pushed the
+# image past what dom0 can unpack: "Initramfs unpacking failed: write error").
+install_stripped() { # install_stripped MODE SOURCE DESTINATION
+    strip --strip-debug -o "$3" "$2"
+    chmod "$1" "$3"
+}
+
 stubdom="$(lab_stubdom_kernel)"
 if [ -n "$stubdom" ]; then
-    install -m 0644 "$stubdom" "$staging/lab/stubdom/kernel"
+    install_stripped 0644 "$stubdom" "$staging/lab/stubdom/kernel"
     lab_log "stub domain kernel: $stubdom"
 fi
 
 hosted="$LAB_REPO/target/release/rxenstored"
-if [ -f "$hosted" ]; then install -m 0755 "$hosted" "$staging/lab/bin/rxenstored"; fi
+if [ -f "$hosted" ]; then install_stripped 0755 "$hosted" "$staging/lab/bin/rxenstored"; fi
 if [ -n "${LAB_LOADGEN:-}" ]; then
     [ -f "$LAB_LOADGEN" ] || lab_die "LAB_LOADGEN=$LAB_LOADGEN does not exist"
-    install -m 0755 "$LAB_LOADGEN" "$staging/lab/bin/loadgen"
+    install_stripped 0755 "$LAB_LOADGEN" "$staging/lab/bin/loadgen"
 fi
 
 (cd "$staging" && find . -mindepth 1 | cpio -o -H newc --quiet) >"$output"

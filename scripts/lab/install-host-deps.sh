@@ -7,12 +7,13 @@
 #   qemu-system-x86  runs Xen under TCG (software emulation; there is no usable KVM)
 #   debootstrap      builds dom0's root filesystem from bookworm packages
 #   cpio gzip zstd   pack dom0's initramfs and the guest initrd
+#   binutils         strip: project binaries go into the overlay without debug information
 #   busybox-static   shell and tools of the tiny lab guest's initrd (the host copy is a fallback;
 #                    the dom0 image brings its own)
 #   ca-certificates  so that apt/debootstrap can use https mirrors if configured
 set -euo pipefail
 
-packages=(qemu-system-x86 debootstrap cpio gzip zstd busybox-static ca-certificates)
+packages=(qemu-system-x86 debootstrap cpio gzip zstd binutils busybox-static ca-certificates)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -64,7 +64,20 @@ if [ "${LAB_INTERACTIVE:-0}" = 1 ]; then
     rc=$?
 else
     timeout -k 10 "$timeout_seconds" "${qemu[@]}" \
-        -serial "file:$out/serial.log" -serial "file:$out/control.log" >"$out/qemu.log" 2>&1
+        -serial "file:$out/serial.log" -serial "file:$out/control.log" >"$out/qemu.log" 2>&1 &
+    qemu_pid=$!
+    # With `noreboot` Xen halts but QEMU keeps running after a dom0 crash or a Xen panic: stop
+    # it at once instead of waiting for the timeout (the evidence is already in serial.log).
+    while kill -0 "$qemu_pid" 2>/dev/null; do
+        if grep -qE 'Dom0 crashed|Manual reset required' "$out/serial.log" 2>/dev/null; then
+            dom0_crashed=1
+            sleep 1
+            kill "$qemu_pid" 2>/dev/null
+            break
+        fi
+        sleep 1
+    done
+    wait "$qemu_pid"
     rc=$?
 fi
 set -e
@@ -77,6 +90,11 @@ rm -f "$out/dom0.cpio"
 elapsed="$(lab_since "$start")"
 echo "boot-seconds $elapsed" >"$out/timing"
 echo "host-loadavg before: $load_before after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/timing"
+if [ "${dom0_crashed:-0}" = 1 ]; then
+    lab_log "[$xenstore] dom0 crashed or Xen panicked after $elapsed s; QEMU stopped; see $out/serial.log"
+    echo "LAB-RESULT boot@$xenstore FAIL rc=$rc time=$elapsed dom0 crashed or Xen panicked" >>"$out/control.log"
+    exit 1
+fi
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     lab_log "TIMEOUT: [$xenstore] QEMU killed after ${timeout_seconds} s (LAB_TIMEOUT); see $out/serial.log"
     echo "LAB-RESULT boot@$xenstore FAIL rc=$rc time=$elapsed QEMU killed after ${timeout_seconds} s timeout" >>"$out/control.log"

@@ -38,6 +38,27 @@ pub struct CommitCause {
     pub timestamp_ns: u64,
 }
 
+impl CommitCause {
+    /// The cause of a commit that no request caused (connection set-up and tear-down, partial
+    /// packets, platform-discovered domains): no request id, transaction or path.
+    pub fn internal(
+        connection: ConnectionId,
+        domid: Domid,
+        message_type: Option<MessageType>,
+        timestamp_ns: u64,
+    ) -> CommitCause {
+        CommitCause {
+            connection,
+            domid,
+            message_type,
+            req_id: 0,
+            tx_id: 0,
+            path: None,
+            timestamp_ns,
+        }
+    }
+}
+
 /// New state of one connection in a commit: `Some(blob)` to store, `None` to delete.
 pub type ConnectionUpdate = (ConnectionId, Option<Vec<u8>>);
 

@@ -688,15 +688,12 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             .into_iter()
             .filter(|effect| *effect != Effect::ResetConnection(id))
             .collect();
-        let cause = CommitCause {
-            connection: id,
-            domid: location.domid,
-            message_type: Some(MessageType::Introduce),
-            req_id: 0,
-            tx_id: 0,
-            path: None,
-            timestamp_ns: self.platform.now_ns(),
-        };
+        let cause = CommitCause::internal(
+            id,
+            location.domid,
+            Some(MessageType::Introduce),
+            self.platform.now_ns(),
+        );
         let outcome = Outcome {
             reply: None,
             events: outcome.events,
@@ -738,15 +735,12 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             return Ok(());
         }
         let outcome = self.engine.domain_states(states);
-        let cause = CommitCause {
-            connection: ConnectionId(0),
-            domid: self.config.privileged_domid,
-            message_type: None,
-            req_id: 0,
-            tx_id: 0,
-            path: None,
-            timestamp_ns: self.platform.now_ns(),
-        };
+        let cause = CommitCause::internal(
+            ConnectionId(0),
+            self.config.privileged_domid,
+            None,
+            self.platform.now_ns(),
+        );
         let outcome = Outcome {
             reply: None,
             events: outcome.events,
@@ -792,15 +786,12 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
         }
         if self.server_state_dirty && self.journal.is_enabled() {
             // Debug settings changed from the shell: persist them on their own.
-            let cause = CommitCause {
-                connection: ConnectionId(0),
-                domid: self.config.privileged_domid,
-                message_type: None,
-                req_id: 0,
-                tx_id: 0,
-                path: None,
-                timestamp_ns: self.platform.now_ns(),
-            };
+            let cause = CommitCause::internal(
+                ConnectionId(0),
+                self.config.privileged_domid,
+                None,
+                self.platform.now_ns(),
+            );
             self.commit(&cause, None, &[], &mut report)?;
         }
         if report.commits > 0 && self.journal.is_enabled() {
@@ -832,15 +823,7 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             };
             let caller = Self::caller_of(&connection);
             let outcome = self.engine.disconnect(&caller);
-            let cause = CommitCause {
-                connection: id,
-                domid: caller.domid,
-                message_type: None,
-                req_id: 0,
-                tx_id: 0,
-                path: None,
-                timestamp_ns: self.platform.now_ns(),
-            };
+            let cause = CommitCause::internal(id, caller.domid, None, self.platform.now_ns());
             self.finish_outcome(&cause, id, None, outcome, report)?;
         }
         Ok(())
@@ -899,15 +882,8 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             if let Transport::Ring(ring) = &connection.transport
                 && (ring.shadow_cons != ring.persisted_cons || connection.broken.is_some())
             {
-                let cause = CommitCause {
-                    connection: id,
-                    domid: connection.domid,
-                    message_type: None,
-                    req_id: 0,
-                    tx_id: 0,
-                    path: None,
-                    timestamp_ns: self.platform.now_ns(),
-                };
+                let cause =
+                    CommitCause::internal(id, connection.domid, None, self.platform.now_ns());
                 self.commit(&cause, None, &[id], report)?;
             }
         }

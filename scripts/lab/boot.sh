@@ -32,6 +32,8 @@ xen_args="console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=$dom
 dom0_args="console=hvc0 earlyprintk=xen lab.xenstore=$xenstore lab.scenarios=${scenarios//,/+}"
 dom0_args+=" lab.guests=${LAB_GUESTS:-3} lab.ops=${LAB_OPS:-500} lab.stubdom_mb=${LAB_STUBDOM_MB:-8} lab.stubdom_wait=${LAB_STUBDOM_WAIT:-60}"
 dom0_args+=" lab.scenario_timeout=${LAB_SCENARIO_TIMEOUT:-480}"
+# Extra stub domain kernel words (init-xenstore-domain --param), spaces written as "+".
+if [ -n "${LAB_STUBDOM_ARGS:-}" ]; then dom0_args+=" lab.stubdom_args=${LAB_STUBDOM_ARGS// /+}"; fi
 
 # Timings (scenario d) are only comparable when this QEMU has the machine's cores to itself.
 others="$(pgrep -x qemu-system-x86 | tr '\n' ' ' || true)"

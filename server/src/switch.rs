@@ -39,6 +39,10 @@ use crate::server::Server;
 use crate::store_engine::{StoreChanges, image_mutations_of};
 
 /// A journal that starts volatile and can be switched onto a log at run time.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per server, never moved in a hot path; boxing would add an indirection per commit"
+)]
 pub enum SwitchableJournal<D: BlockDevice> {
     /// Nothing is recorded (mode `none` behaviour), waiting for a device.
     Volatile,

@@ -360,6 +360,12 @@ static SELFTEST_MARKER: core::sync::atomic::AtomicU64 = core::sync::atomic::Atom
 
 /// The second half of `--selftest=warm-restart` (warm boot, no Xen): statics are fresh.
 fn warm_restart_self_test_done(boot_info: &BootInfo) {
+    if boot_info.option("--selftest") == Some("warm-panic-storm") {
+        panic!(
+            "selftest: panic again after warm restart {}",
+            warm::restarts()
+        );
+    }
     if boot_info.option("--selftest") != Some("warm-restart") {
         return;
     }
@@ -386,6 +392,10 @@ fn run_self_tests(boot_info: &BootInfo) {
             error!("selftest: read {value:#x} from an unmapped address without a fault");
         }
         Some("panic") => panic!("selftest: deliberate panic"),
+        Some("warm-panic-storm") => {
+            warm::enable();
+            panic!("selftest: first panic of a storm");
+        }
         Some("warm-restart") => {
             // Checked without Xen: the warm entry resets the stack, .bss and .data and comes
             // back through `kernel_warm_main` (see `warm_restart_self_test_done`).

@@ -493,8 +493,11 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
     let mut events: u64 = 0;
     let mut connections_seen = 0usize;
     let mut next_heartbeat = time::now_ns() + HEARTBEAT_INTERVAL_NS;
+    // After a warm restart a VIRQ_DOM_EXC may have fired while nobody was bound to it: look
+    // at every connected domain once.
+    let mut scan_domains_once = startup.warm_boot.is_some();
     loop {
-        let mut domain_changed = false;
+        let mut domain_changed = core::mem::take(&mut scan_domains_once);
         kernel_platform::EventChannels::poll(&mut server.platform_mut().xen, &mut |port| {
             events += 1;
             if Some(port) == startup.dom_exc_port {

@@ -187,7 +187,8 @@ fn log_config() -> LogConfig {
 /// The blkfront driver found dom0's RAM disk (the lead wires this from the driver's poll in
 /// the main loop): switches the running server onto a log on `device` with one durable commit
 /// of the whole state, after which every request is persisted before its reply. Ignored in
-/// mode `none` and when the server already runs on a log (the RAM device).
+/// mode `none`, when the server already runs on a log (the RAM device), and when the disk
+/// already holds a store (never overwritten; see `switch::device_holds_store`).
 #[allow(dead_code, reason = "called by the blkfront driver (branch blkfront)")]
 pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 'static) {
     if !CRASH_RESILIENT.load(core::sync::atomic::Ordering::Relaxed) {
@@ -196,6 +197,16 @@ pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 's
     }
     if server.journal().is_logged() {
         info!("log disk attached, but the server already persists to a log: not used");
+        return;
+    }
+    let mut device = device;
+    if xenstore_server::switch::device_holds_store(&mut device, log_config()) {
+        // Never overwrite durable state: this is an earlier run's store (a relaunch after a
+        // cold restart must recover from the disk at start instead of serving volatile).
+        error!(
+            "log disk attached, but it holds a store from an earlier run: not overwritten; \
+             still volatile"
+        );
         return;
     }
     let sectors = device.sector_count();

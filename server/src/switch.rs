@@ -14,7 +14,10 @@
 //! - call it between steps (it is a `&mut self` method, so it cannot run inside one): all
 //!   output of earlier steps is then either transmitted or queued, and queued output is in
 //!   the connection blobs;
-//! - the live state is authoritative: whatever the device held is replaced (`Log::create`);
+//! - the live state is authoritative: whatever the device held is replaced (`Log::create`).
+//!   A device that may hold an earlier run's store (the RAM disk of a stub domain relaunched
+//!   by a cold restart) must be checked with [`device_holds_store`] first: recovering from it
+//!   (`start_crash_resilient`) is then the right thing, not overwriting it;
 //! - until the commit is durable nothing changed: on `Err` the server keeps running volatile
 //!   and the switch may be retried with a (re-)attached device; a crash during the switch
 //!   leaves a device without a store image (recovery then finds nothing, as before the
@@ -179,6 +182,15 @@ pub struct SwitchReport {
     pub connections: usize,
     /// Sequence number of the commit (durable).
     pub seq: u64,
+}
+
+/// True when `device` holds a log with a store image (read-only probe: nothing is written).
+/// A blank or unformatted device answers false.
+pub fn device_holds_store<D: BlockDevice>(device: &mut D, config: LogConfig) -> bool {
+    match Log::open_read_only(device, config, false) {
+        Ok((log, _)) => crate::store_engine::StoreEngine::log_has_image(&log),
+        Err(_) => false,
+    }
 }
 
 impl<P, E, D> Server<P, E, SwitchableJournal<D>>

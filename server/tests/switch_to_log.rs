@@ -31,7 +31,7 @@ use xenstore_server::platform::{
 };
 use xenstore_server::server::request_frame;
 use xenstore_server::store_engine::{StoreEngine, start_crash_resilient};
-use xenstore_server::switch::SwitchableJournal;
+use xenstore_server::switch::{SwitchableJournal, device_holds_store};
 use xenstore_server::{Config, Server};
 
 const DEVICE_SECTORS: u64 = 8 * 1024; // 4 MiB
@@ -397,10 +397,18 @@ fn switch_mid_stream_then_crash_keeps_everything() {
     assert_eq!(server.connections().len(), 2);
 
     let device = SharedDevice(Rc::new(RefCell::new(SimDevice::new(DEVICE_SECTORS, 1))));
+    assert!(!device_holds_store(
+        &mut device.clone(),
+        LogConfig::default()
+    ));
     let report = server
         .switch_to_log(device.clone(), LogConfig::default())
         .expect("switch");
     assert_eq!(report.connections, 2);
+    assert!(device_holds_store(
+        &mut device.clone(),
+        LogConfig::default()
+    ));
     assert!(server.journal().is_logged());
     assert!(
         server

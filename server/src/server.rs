@@ -486,9 +486,14 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
                 Ok(armed) => {
                     self.arm_crash(armed);
                     alloc::format!(
-                        "crash armed: during request {} from the next step, at {}\n",
+                        "crash armed: during request {} from the next step, at {}{}\n",
                         armed.countdown,
-                        armed.point
+                        armed.point,
+                        if self.journal.is_enabled() {
+                            ""
+                        } else {
+                            " (no log: the crash loses the store)"
+                        }
                     )
                 }
                 Err(error) => alloc::format!("error: {error}\n"),

@@ -171,9 +171,6 @@ impl LogSink for ServerPlatform {
 /// [`LogDevice`]).
 pub type KernelServer = Server<ServerPlatform, StoreEngine, SwitchableJournal<LogDevice>>;
 
-/// Persistence mode chosen at boot (0 = none, 1 = crash-resilient), for [`on_disk_attached`].
-static CRASH_RESILIENT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// Settings of the log's device.
 fn log_config() -> LogConfig {
     LogConfig {
@@ -191,13 +188,16 @@ fn log_config() -> LogConfig {
 /// already holds a store (never overwritten; see `switch::device_holds_store`).
 #[allow(dead_code, reason = "called by the blkfront driver (branch blkfront)")]
 pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 'static) {
-    if !CRASH_RESILIENT.load(core::sync::atomic::Ordering::Relaxed) {
-        info!("log disk attached, but persistence is none: not used");
-        return;
-    }
-    if server.journal().is_logged() {
-        info!("log disk attached, but the server already persists to a log: not used");
-        return;
+    match server.journal() {
+        SwitchableJournal::Disabled => {
+            info!("log disk attached, but persistence is none: not used");
+            return;
+        }
+        SwitchableJournal::Logged(_) => {
+            info!("log disk attached, but the server already persists to a log: not used");
+            return;
+        }
+        SwitchableJournal::Volatile => {}
     }
     let mut device = device;
     if xenstore_server::switch::device_holds_store(&mut device, log_config()) {
@@ -253,18 +253,17 @@ fn create_server(platform: ServerPlatform, startup: &Startup) -> (KernelServer, 
     };
     let setup = startup.log_setup;
     let crash_resilient = setup.persistence.persistence == Persistence::CrashResilient;
-    CRASH_RESILIENT.store(crash_resilient, core::sync::atomic::Ordering::Relaxed);
-    let volatile = |platform| {
+    let volatile = |platform, journal| {
         Server::new(
             platform,
             StoreEngine::new(store_config.clone()),
-            SwitchableJournal::Volatile,
+            journal,
             Config::default(),
         )
     };
     if !crash_resilient {
         info!("persistence: none (a panic halts the domain; nothing survives a restart)");
-        return (volatile(platform), true);
+        return (volatile(platform, SwitchableJournal::Disabled), true);
     }
     let Some((base, size)) = setup.ram_log else {
         if setup.persistence.log_device != LogDeviceChoice::Vbd {
@@ -274,7 +273,7 @@ fn create_server(platform: ServerPlatform, startup: &Startup) -> (KernelServer, 
             "persistence: crash-resilient, log device vbd: the state is VOLATILE until dom0 \
              attaches the log disk (a panic before that halts the domain and loses the store)"
         );
-        return (volatile(platform), true);
+        return (volatile(platform, SwitchableJournal::Volatile), true);
     };
     // SAFETY: the region was carved off the heap at cold boot, recorded in `.warm` and is used
     // by nothing else; this is the only `RamDevice` over it in this run.

@@ -3,7 +3,7 @@
 //! before dom0 attaches the RAM disk).
 //!
 //! [`SwitchableJournal`] is the journal such a server runs with: `Volatile` (nothing is
-//! recorded, like `NoJournal`) until [`Server::switch_to_log`] formats the device, writes ONE
+//! recorded, like `NoJournal`; `Disabled` is mode `none`, which never switches) until [`Server::switch_to_log`] formats the device, writes ONE
 //! durable commit holding everything recovery reads back — the engine's whole image, every
 //! ring connection's snapshot blob (ring location, consumed index, partial packet, unsent
 //! replies and events, the store's record: watches and transaction ids) and the server state
@@ -47,7 +47,9 @@ use crate::store_engine::{StoreChanges, image_mutations_of};
     reason = "one per server, never moved in a hot path; boxing would add an indirection per commit"
 )]
 pub enum SwitchableJournal<D: BlockDevice> {
-    /// Nothing is recorded (mode `none` behaviour), waiting for a device.
+    /// Persistence mode `none`: nothing is recorded, and [`Server::switch_to_log`] refuses.
+    Disabled,
+    /// Nothing is recorded yet: mode `crash-resilient` waiting for its device.
     Volatile,
     /// Every commit goes to the log.
     Logged(LogJournal<D>),
@@ -56,6 +58,7 @@ pub enum SwitchableJournal<D: BlockDevice> {
 impl<D: BlockDevice> fmt::Debug for SwitchableJournal<D> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            SwitchableJournal::Disabled => formatter.write_str("Disabled"),
             SwitchableJournal::Volatile => formatter.write_str("Volatile"),
             SwitchableJournal::Logged(journal) => journal.fmt(formatter),
         }
@@ -71,7 +74,7 @@ impl<D: BlockDevice> SwitchableJournal<D> {
     /// The log, once switched.
     pub fn log(&self) -> Option<&Log<D>> {
         match self {
-            SwitchableJournal::Volatile => None,
+            SwitchableJournal::Disabled | SwitchableJournal::Volatile => None,
             SwitchableJournal::Logged(journal) => Some(journal.log()),
         }
     }
@@ -92,7 +95,7 @@ impl<D: BlockDevice> Journal<StoreChanges> for SwitchableJournal<D> {
         server_state: &[u8],
     ) -> Result<(), LogError> {
         match self {
-            SwitchableJournal::Volatile => Ok(()),
+            SwitchableJournal::Disabled | SwitchableJournal::Volatile => Ok(()),
             SwitchableJournal::Logged(journal) => {
                 journal.append(cause, changes, connections, server_state)
             }
@@ -101,7 +104,7 @@ impl<D: BlockDevice> Journal<StoreChanges> for SwitchableJournal<D> {
 
     fn sync(&mut self) -> Result<(), LogError> {
         match self {
-            SwitchableJournal::Volatile => Ok(()),
+            SwitchableJournal::Disabled | SwitchableJournal::Volatile => Ok(()),
             SwitchableJournal::Logged(journal) => {
                 <LogJournal<D> as Journal<StoreChanges>>::sync(journal)
             }
@@ -110,6 +113,7 @@ impl<D: BlockDevice> Journal<StoreChanges> for SwitchableJournal<D> {
 
     fn mode_name(&self) -> &'static str {
         match self {
+            SwitchableJournal::Disabled => "none",
             SwitchableJournal::Volatile => "crash-resilient (volatile: waiting for the log device)",
             SwitchableJournal::Logged(_) => "crash-resilient",
         }
@@ -117,7 +121,7 @@ impl<D: BlockDevice> Journal<StoreChanges> for SwitchableJournal<D> {
 
     fn log_bytes(&self) -> u64 {
         match self {
-            SwitchableJournal::Volatile => 0,
+            SwitchableJournal::Disabled | SwitchableJournal::Volatile => 0,
             SwitchableJournal::Logged(journal) => {
                 <LogJournal<D> as Journal<StoreChanges>>::log_bytes(journal)
             }
@@ -130,7 +134,9 @@ impl<D: BlockDevice> Journal<StoreChanges> for SwitchableJournal<D> {
         limit: usize,
     ) -> Result<alloc::vec::Vec<CommitView>, TargetError> {
         match self {
-            SwitchableJournal::Volatile => Err(TargetError::NoHistory),
+            SwitchableJournal::Disabled | SwitchableJournal::Volatile => {
+                Err(TargetError::NoHistory)
+            }
             SwitchableJournal::Logged(journal) => {
                 <LogJournal<D> as Journal<StoreChanges>>::history(journal, path, limit)
             }
@@ -139,7 +145,9 @@ impl<D: BlockDevice> Journal<StoreChanges> for SwitchableJournal<D> {
 
     fn diff(&mut self, from: u64, to: u64) -> Result<DiffView, TargetError> {
         match self {
-            SwitchableJournal::Volatile => Err(TargetError::NoHistory),
+            SwitchableJournal::Disabled | SwitchableJournal::Volatile => {
+                Err(TargetError::NoHistory)
+            }
             SwitchableJournal::Logged(journal) => {
                 <LogJournal<D> as Journal<StoreChanges>>::diff(journal, from, to)
             }
@@ -153,6 +161,8 @@ impl<D: BlockDevice> Journal<StoreChanges> for SwitchableJournal<D> {
 pub enum SwitchError {
     /// The server already runs on a log.
     AlreadyLogged,
+    /// Persistence mode `none` ([`SwitchableJournal::Disabled`]).
+    PersistenceNone,
     /// The device could not be formatted.
     Format(xenstore_persist::OpenError),
     /// The full-state commit could not be appended or made durable (device failure, or the
@@ -166,6 +176,7 @@ impl fmt::Display for SwitchError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SwitchError::AlreadyLogged => formatter.write_str("already persisting to a log"),
+            SwitchError::PersistenceNone => formatter.write_str("persistence mode is none"),
             SwitchError::Format(error) => write!(formatter, "formatting the device: {error:?}"),
             SwitchError::Commit(error) => write!(formatter, "writing the state: {error:?}"),
             SwitchError::NoStore => formatter.write_str("the engine has no store image"),
@@ -207,8 +218,10 @@ where
         device: D,
         config: LogConfig,
     ) -> Result<SwitchReport, SwitchError> {
-        if self.journal().is_logged() {
-            return Err(SwitchError::AlreadyLogged);
+        match self.journal() {
+            SwitchableJournal::Logged(_) => return Err(SwitchError::AlreadyLogged),
+            SwitchableJournal::Disabled => return Err(SwitchError::PersistenceNone),
+            SwitchableJournal::Volatile => {}
         }
         let store = self.engine().store().ok_or(SwitchError::NoStore)?;
         let mut mutations = image_mutations_of(store);

@@ -699,3 +699,24 @@ fn injected_crash_at_every_point_recovers_cleanly() {
         );
     }
 }
+
+#[test]
+fn mode_none_never_switches() {
+    let scenario = Scenario::new();
+    let mut server: VolatileServer = Server::new(
+        platform(&scenario.world, &scenario.clock),
+        StoreEngine::new(xenstore_store::Config::default()),
+        SwitchableJournal::Disabled,
+        Config::default(),
+    );
+    let device = SharedDevice(Rc::new(RefCell::new(SimDevice::new(DEVICE_SECTORS, 5))));
+    assert!(matches!(
+        server.switch_to_log(device.clone(), LogConfig::default()),
+        Err(xenstore_server::switch::SwitchError::PersistenceNone)
+    ));
+    assert_eq!(
+        device.0.borrow().stats().operations,
+        0,
+        "the device is untouched"
+    );
+}

@@ -27,6 +27,9 @@ pub enum DaemonError {
     Poll(io::Error),
     /// The server core stopped (journal failure).
     Server(String),
+    /// A crash armed with `inject-crash` hit (the point's name): the caller restarts from
+    /// the database as after a caught engine panic (see `xenstore_server::inject`).
+    InjectedCrash(String),
 }
 
 impl std::fmt::Display for DaemonError {
@@ -35,6 +38,7 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Setup(what, error) => write!(formatter, "{what}: {error}"),
             DaemonError::Poll(error) => write!(formatter, "poll: {error}"),
             DaemonError::Server(error) => write!(formatter, "{error}"),
+            DaemonError::InjectedCrash(point) => write!(formatter, "injected crash ({point})"),
         }
     }
 }
@@ -283,9 +287,12 @@ pub fn run<E: Engine, J: Journal<E::Changes>>(
             server.platform().drain(*port);
         }
 
-        let report = server
-            .step()
-            .map_err(|error| DaemonError::Server(error.to_string()))?;
+        let report = server.step().map_err(|error| match error {
+            xenstore_server::ServerError::InjectedCrash(point) => {
+                DaemonError::InjectedCrash(point.to_string())
+            }
+            error => DaemonError::Server(error.to_string()),
+        })?;
         more_work = report.more_work;
         let restart = after_step(server);
 

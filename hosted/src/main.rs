@@ -279,6 +279,12 @@ fn main() -> ExitCode {
         match exit {
             Ok(Exit::Restart) => continue,
             Ok(Exit::Signal(signal)) => break Ok(signal),
+            // `inject-crash` (debug shell or XS_CONTROL): the in-process restart of a caught
+            // engine panic; mode none restarts with an empty store, as a real crash would.
+            Err(daemon::DaemonError::InjectedCrash(point)) => {
+                eprintln!("rxenstored: injected crash ({point}): restarting from the database");
+                continue;
+            }
             // A journal failure: nothing of the failed step was transmitted; recover from the
             // last durable commit in-process, unless that keeps failing.
             Err(daemon::DaemonError::Server(error))

@@ -100,3 +100,48 @@ fn debug_socket_control_and_controlled_restart() {
     assert!(shell(&mut debug, "log").contains("trace=all"));
     assert_eq!(dom0.write("/vm/after", b"1").unwrap().error(), None);
 }
+
+/// `inject-crash` through XS_CONTROL (what `xenstore-control inject-crash 1 after-sync`
+/// sends): the arming request is answered, the next request crashes the server after its
+/// commit is durable, the daemon restarts from the database in-process, and the write is
+/// there afterwards.
+#[test]
+fn xs_control_inject_crash_restarts_from_the_database() {
+    let directory = temp_dir("inject");
+    let database = directory.join("store.db");
+    let daemon = Daemon::start(
+        &directory,
+        &[
+            "--persistence",
+            "crash-resilient",
+            "--database",
+            database.to_str().unwrap(),
+            "--database-size",
+            "8388608",
+        ],
+    );
+    let mut dom0 = SocketClient::connect(&daemon.socket, TIMEOUT).unwrap();
+    assert_eq!(dom0.write("/before", b"1").unwrap().error(), None);
+    let reply = dom0
+        .request(MessageType::Control, 0, b"inject-crash\x001\0after-sync\0")
+        .unwrap();
+    assert_eq!(reply.error(), None);
+    assert!(String::from_utf8_lossy(&reply.payload).contains("crash armed"));
+    // The crash hits this request: its reply never comes (the socket dies with the server).
+    let _ = dom0.write("/crashed", b"2");
+    drop(dom0);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut dom0 = loop {
+        if let Ok(mut client) = SocketClient::connect(&daemon.socket, TIMEOUT)
+            && let Ok(reply) = client.read("/before")
+        {
+            assert_eq!(reply.payload, b"1");
+            break client;
+        }
+        assert!(Instant::now() < deadline, "daemon did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // after-sync: the commit was durable before the crash.
+    assert_eq!(dom0.read("/crashed").unwrap().payload, b"2");
+    assert_eq!(dom0.write("/after", b"3").unwrap().error(), None);
+}

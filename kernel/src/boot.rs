@@ -8,12 +8,19 @@
 //!
 //! What the assembly does, in order:
 //! 1. `cli; cld`; keep `ebx` (start-info address) untouched throughout.
-//! 2. Zero `.bss` (it holds the page tables and the stack, so this comes first). The loader
-//!    already zeroes it, but a warm restart re-enters here with dirty memory.
+//! 2. Zero everything from `.bss` to the image end (`.bss`, `.boot` with the page tables and
+//!    the stack, `.warm`) and copy `.data` to `.data_pristine` before any code changes it.
+//!    The loader already zeroes the NOLOAD part; a reboot through this entry would not.
 //! 3. Build the identity map with 2 MiB pages: 4 page directories for 0–4 GiB plus one for the
 //!    grant-mapping window at 4–5 GiB (see [`GRANT_WINDOW_BASE`]).
 //! 4. Load our GDT, enable PAE, load CR3, set EFER.LME, enable paging (+WP), far-jump to 64-bit.
 //! 5. Load data segments, the 64-bit stack pointer, and call `kernel_main(start_info_paddr)`.
+//!
+//! The warm entry `warm_start64` (64-bit, jumped to by [`crate::warm`] after a panic or the
+//! shell's `restart`): `cli; cld`, the stack pointer back to the top of the boot stack, zero
+//! `.bss` only, copy `.data_pristine` back over `.data`, call [`crate::kernel_warm_main`].
+//! Every Rust static is then as at cold boot, while `.boot` (page tables, stack, the
+//! shared_info page, which is Xen's page now), `.warm` and the RAM log device are untouched.
 
 use core::arch::global_asm;
 
@@ -45,7 +52,7 @@ global_asm!(
     .balign 4
     .popsection
 
-    .pushsection .bss.boot, "aw", @nobits
+    .pushsection .boot.tables, "aw", @nobits
     .balign 4096
     .global boot_pml4
 boot_pml4:
@@ -85,12 +92,18 @@ pvh_start32:
     cli
     cld
 
-    /* 2. zero .bss (ebx is preserved: start-info address) */
+    /* 2. zero .bss, .boot, .data_pristine, .warm (ebx is preserved: start-info address) */
     movl $__bss_start, %edi
-    movl $__bss_end, %ecx
+    movl $__kernel_end, %ecx
     subl %edi, %ecx
     xorl %eax, %eax
     rep stosb
+    /* pristine copy of .data for warm restarts */
+    movl $__data_start, %esi
+    movl $__data_pristine, %edi
+    movl $__data_end, %ecx
+    subl %esi, %ecx
+    rep movsb
 
     /* 3. page tables: PML4[0] -> PDPT; PDPT[0..5] -> PD[0..5]; PD entries 2 MiB each */
     movl $boot_pdpt, %eax
@@ -154,11 +167,35 @@ pvh_start32:
     cli
     hlt
     jmp 4b
+
+    /* warm entry (64-bit, from crate::warm): fresh statics, same Xen-side domain */
+    .global warm_start64
+warm_start64:
+    cli
+    cld
+    movabsq $boot_stack_top, %rsp
+    xorl %ebp, %ebp
+    movabsq $__bss_start, %rdi
+    movabsq $__bss_end, %rcx
+    subq %rdi, %rcx
+    xorl %eax, %eax
+    rep stosb
+    movabsq $__data_pristine, %rsi
+    movabsq $__data_start, %rdi
+    movabsq $__data_end, %rcx
+    subq %rdi, %rcx
+    rep movsb
+    call {kernel_warm_main}
+5:
+    cli
+    hlt
+    jmp 5b
     .popsection
 "#,
     stack_size = const STACK_SIZE_BYTES,
     pd_entries = const BOOT_PD_ENTRIES,
     kernel_main = sym crate::kernel_main,
+    kernel_warm_main = sym crate::kernel_warm_main,
     options(att_syntax)
 );
 

@@ -4,7 +4,9 @@
 //! first line, then the PV console ring), the exception table, start-info parsing and the heap,
 //! then the Xen platform layer ([`xen`]), and finally the xenstore service ([`service`]): the
 //! portable server core (`server/`) driven through its platform traits over [`platform`].
-//! Without Xen (plain QEMU) it reports that clearly and powers off.
+//! Without Xen (plain QEMU) it reports that clearly and powers off. A warm restart (panic or
+//! the shell's `restart` with a log on a surviving device) re-enters at
+//! [`kernel_warm_main`] with fresh statics and the same Xen-side domain ([`warm`]).
 #![no_std]
 #![no_main]
 
@@ -14,7 +16,9 @@ mod arch;
 mod boot;
 mod debugcon;
 mod heap;
+mod log_device;
 mod logger;
+mod options;
 mod panic;
 #[allow(
     dead_code,
@@ -23,6 +27,7 @@ mod panic;
 mod platform;
 mod service;
 mod start_info;
+mod warm;
 #[allow(
     dead_code,
     reason = "complete Xen interface wrappers; the server core will use the rest"
@@ -31,6 +36,7 @@ mod xen;
 
 use log::{LevelFilter, error, info, warn};
 
+use crate::options::{LogDeviceChoice, Persistence, PersistenceOptions};
 use crate::platform::{RingMapper, RingMemory, XenPlatform};
 use crate::start_info::BootInfo;
 use crate::xen::abi;
@@ -45,6 +51,41 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
     logger::init(LevelFilter::Info);
     info!("xenstore-stubdom {VERSION}: PVH boot, start_info at {start_info_address:#x}");
     arch::install_idt();
+    log_image_layout();
+    let boot_info = match BootInfo::parse(start_info_address) {
+        Ok(boot_info) => boot_info,
+        Err(error) => panic!("cannot parse start_info: {error}"),
+    };
+    warm::save_boot_info(&boot_info);
+    boot(boot_info, entry_tsc, None)
+}
+
+/// Entered from the warm entry `warm_start64` (kernel/src/boot.rs) after a panic or the
+/// shell's `restart`: statics are fresh, the domain and its Xen-side state are the same.
+#[unsafe(no_mangle)]
+pub extern "C" fn kernel_warm_main() -> ! {
+    let entry_tsc = arch::rdtsc();
+    logger::init(LevelFilter::Info);
+    arch::install_idt();
+    let restarts = warm::restarts();
+    info!(
+        "xenstore-stubdom {VERSION}: warm restart {restarts} (same domain; statics reset, \
+         Xen-side state kept)"
+    );
+    let Some(boot_info) = warm::saved_boot_info() else {
+        panic::halt_with("warm restart without saved boot information")
+    };
+    boot(
+        boot_info,
+        entry_tsc,
+        Some(service::WarmBoot {
+            restarts,
+            crash_time_ns: warm::crash_time_ns(),
+        }),
+    )
+}
+
+fn log_image_layout() {
     let (image_start, image_end) = boot::kernel_image_range();
     let (stack_bottom, stack_top) = boot::stack_range();
     info!(
@@ -53,42 +94,54 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
         boot::GRANT_WINDOW_BASE,
         boot::GRANT_WINDOW_SIZE_BYTES >> 20
     );
+}
 
-    let mut boot_info = match BootInfo::parse(start_info_address) {
-        Ok(boot_info) => boot_info,
-        Err(error) => panic!("cannot parse start_info: {error}"),
-    };
+/// Everything after start_info: the same for cold and warm boots, except that a warm boot
+/// skips the boot log and self-tests, reuses the RAM log region and releases what the
+/// previous run left in Xen.
+fn boot(mut boot_info: BootInfo, entry_tsc: u64, warm_boot: Option<service::WarmBoot>) -> ! {
     apply_command_line(&boot_info);
-    log_boot_info(&boot_info);
+    if warm_boot.is_none() {
+        log_boot_info(&boot_info);
+    }
+    let persistence = PersistenceOptions::from_command_line(&boot_info, |error| {
+        warn!("{error}: using the default");
+    });
 
     let xen = xen::detect();
     let mut populated_end = None;
     match &xen {
         Some(found) => {
-            info!(
-                "Xen {}.{} detected (CPUID base {:#x}, hypercall MSR {:#x}, domid {:?})",
-                found.version_major,
-                found.version_minor,
-                found.base_leaf,
-                found.hypercall_msr,
-                found.domid
-            );
+            if warm_boot.is_none() {
+                info!(
+                    "Xen {}.{} detected (CPUID base {:#x}, hypercall MSR {:#x}, domid {:?})",
+                    found.version_major,
+                    found.version_minor,
+                    found.base_leaf,
+                    found.hypercall_msr,
+                    found.domid
+                );
+            }
             xen::hypercall::install(found.hypercall_msr);
             let (major, minor) = xen::hypercall::xen_version();
-            info!(
-                "hypercall page at {:#x} installed; xen_version says {major}.{minor}",
-                xen::hypercall::page_address()
-            );
+            if warm_boot.is_none() {
+                info!(
+                    "hypercall page at {:#x} installed; xen_version says {major}.{minor}",
+                    xen::hypercall::page_address()
+                );
+            }
             match xen::memory::current_reservation_pages() {
                 Ok(pages) => {
                     // Populated RAM runs from gfn 0 upwards; 8 special pages (and possibly a
                     // few more builder pages) count towards the reservation but sit near 4 GiB,
                     // so stop 64 pages short to stay on populated frames.
                     let end = pages.saturating_sub(64) * 4096;
-                    info!(
-                        "current reservation {pages} pages ({} KiB); heap capped at {end:#x}",
-                        pages * 4
-                    );
+                    if warm_boot.is_none() {
+                        info!(
+                            "current reservation {pages} pages ({} KiB); heap capped at {end:#x}",
+                            pages * 4
+                        );
+                    }
                     populated_end = Some(end);
                 }
                 Err(error) => warn!("XENMEM_current_reservation failed: {error}"),
@@ -97,29 +150,34 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
         None => info!("no Xen CPUID signature found"),
     }
     if boot_info.memory_map().is_empty() && xen.is_some() {
-        fill_memory_map_from_xen(&mut boot_info, populated_end);
+        fill_memory_map_from_xen(&mut boot_info, populated_end, warm_boot.is_none());
     }
 
+    let (image_start, image_end) = boot::kernel_image_range();
     let range = match heap::choose_range(&boot_info, (image_start, image_end), populated_end) {
         Ok(range) => range,
         Err(error) => panic!("no heap: {error}"),
     };
+    let (range, ram_log) = carve_ram_log(range, &persistence, warm_boot.is_some());
     heap::init(range);
-    match heap::self_test() {
-        Ok(_) => {
-            let (_, free) = heap::usage();
-            info!(
-                "heap ok: {:#x}-{:#x} ({} KiB, {} KiB free)",
-                range.start,
-                range.end,
-                range.size_bytes() / 1024,
-                free / 1024
-            );
+    if warm_boot.is_none() {
+        match heap::self_test() {
+            Ok(_) => {
+                let (_, free) = heap::usage();
+                info!(
+                    "heap ok: {:#x}-{:#x} ({} KiB, {} KiB free)",
+                    range.start,
+                    range.end,
+                    range.size_bytes() / 1024,
+                    free / 1024
+                );
+            }
+            Err(reason) => panic!("heap self-test failed: {reason}"),
         }
-        Err(reason) => panic!("heap self-test failed: {reason}"),
+        run_self_tests(&boot_info);
+    } else if xen.is_none() {
+        warm_restart_self_test_done(&boot_info);
     }
-
-    run_self_tests(&boot_info);
 
     let Some(xen) = xen else {
         match xen::console::self_test_on_private_page() {
@@ -131,12 +189,78 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
         info!("not running on Xen: nothing to serve, powering off");
         panic::power_off_without_xen();
     };
-    xen_platform_init(&boot_info, &xen, entry_tsc)
+    xen_platform_init(
+        &boot_info,
+        &xen,
+        entry_tsc,
+        service::LogSetup {
+            persistence,
+            ram_log,
+        },
+        warm_boot,
+    )
+}
+
+/// Takes the RAM log device (`--log-device=ram:<KiB>` with `crash-resilient`) off the top of
+/// the heap range. A warm boot takes the region recorded at cold boot (never a new one: the
+/// log lives there).
+fn carve_ram_log(
+    range: heap::HeapRange,
+    options: &PersistenceOptions,
+    warm_boot: bool,
+) -> (heap::HeapRange, Option<(u64, u64)>) {
+    if warm_boot {
+        return match warm::ram_log() {
+            Some((base, size)) => {
+                // Same memory map, same reservation: the recorded region is where the cold
+                // boot carved it, at the top of this very range.
+                assert!(
+                    base >= range.start,
+                    "RAM log region {base:#x} below the heap range"
+                );
+                (
+                    heap::HeapRange {
+                        start: range.start,
+                        end: base.min(range.end),
+                    },
+                    Some((base, size)),
+                )
+            }
+            None => (range, None),
+        };
+    }
+    let (Persistence::CrashResilient, LogDeviceChoice::Ram { kib }) =
+        (options.persistence, options.log_device)
+    else {
+        return (range, None);
+    };
+    let size = (kib * 1024) & !0xFFF;
+    if range.size_bytes() < size + heap::HEAP_SIZE_MIN_BYTES {
+        error!(
+            "--log-device=ram:{kib}: the heap has only {} KiB; no RAM log device",
+            range.size_bytes() / 1024
+        );
+        return (range, None);
+    }
+    let base = range.end - size;
+    warm::set_ram_log(base, size);
+    info!(
+        "RAM log device: {base:#x}-{:#x} ({kib} KiB, excluded from the heap; survives warm \
+         restarts)",
+        base + size
+    );
+    (
+        heap::HeapRange {
+            start: range.start,
+            end: base,
+        },
+        Some((base, size)),
+    )
 }
 
 /// start_info had no memory map (Xen 4.17's PVH builder leaves it empty for
 /// init-xenstore-domain): ask Xen, or fall back to "RAM up to the populated limit".
-fn fill_memory_map_from_xen(boot_info: &mut BootInfo, populated_end: Option<u64>) {
+fn fill_memory_map_from_xen(boot_info: &mut BootInfo, populated_end: Option<u64>, verbose: bool) {
     match xen::memory::memory_map() {
         Ok((entries, count)) if count > 0 => {
             boot_info.set_memory_map(entries[..count].iter().map(|entry| {
@@ -147,7 +271,9 @@ fn fill_memory_map_from_xen(boot_info: &mut BootInfo, populated_end: Option<u64>
                     memory_type,
                 }
             }));
-            info!("memory map from XENMEM_memory_map ({count} entries):");
+            if verbose {
+                info!("memory map from XENMEM_memory_map ({count} entries):");
+            }
         }
         result => {
             let end = populated_end.unwrap_or(0);
@@ -161,6 +287,9 @@ fn fill_memory_map_from_xen(boot_info: &mut BootInfo, populated_end: Option<u64>
                 memory_type: start_info::MEMORY_TYPE_RAM,
             }));
         }
+    }
+    if !verbose {
+        return;
     }
     for range in boot_info.memory_map() {
         info!(
@@ -225,6 +354,33 @@ fn log_boot_info(boot_info: &BootInfo) {
     );
 }
 
+/// A `.bss` static the warm-restart self-test sets before the restart; the warm entry must
+/// have zeroed it.
+static SELFTEST_MARKER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The second half of `--selftest=warm-restart` (warm boot, no Xen): statics are fresh.
+fn warm_restart_self_test_done(boot_info: &BootInfo) {
+    if boot_info.option("--selftest") == Some("warm-panic-storm") {
+        panic!(
+            "selftest: panic again after warm restart {}",
+            warm::restarts()
+        );
+    }
+    if boot_info.option("--selftest") != Some("warm-restart") {
+        return;
+    }
+    let marker = SELFTEST_MARKER.load(core::sync::atomic::Ordering::SeqCst);
+    let (used, _) = heap::usage();
+    if marker == 0 && debugcon::enabled() {
+        info!(
+            "selftest: warm restart {} ok: .bss zeroed, .data restored, heap fresh ({used} bytes used)",
+            warm::restarts()
+        );
+        panic::power_off_without_xen();
+    }
+    panic!("selftest: warm restart left stale statics (marker {marker:#x})");
+}
+
 /// Deliberate faults selected by `--selftest=<name>` (checked by scripts/kernel-smoke.sh).
 fn run_self_tests(boot_info: &BootInfo) {
     match boot_info.option("--selftest") {
@@ -236,17 +392,48 @@ fn run_self_tests(boot_info: &BootInfo) {
             error!("selftest: read {value:#x} from an unmapped address without a fault");
         }
         Some("panic") => panic!("selftest: deliberate panic"),
+        Some("warm-panic-storm") => {
+            warm::enable();
+            panic!("selftest: first panic of a storm");
+        }
+        Some("warm-restart") => {
+            // Checked without Xen: the warm entry resets the stack, .bss and .data and comes
+            // back through `kernel_warm_main` (see `warm_restart_self_test_done`).
+            warm::enable();
+            SELFTEST_MARKER.store(0x5eed, core::sync::atomic::Ordering::SeqCst);
+            panic!("selftest: deliberate panic before a warm restart");
+        }
         Some(other) => warn!("unknown --selftest={other}"),
         None => {}
     }
 }
 
 /// Xen platform bring-up, then the xenstore service (never returns).
-fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid, entry_tsc: u64) -> ! {
+fn xen_platform_init(
+    boot_info: &BootInfo,
+    xen_cpuid: &xen::XenCpuid,
+    entry_tsc: u64,
+    log_setup: service::LogSetup,
+    warm_boot: Option<service::WarmBoot>,
+) -> ! {
     if let Err(error) = xen::shared_info::map() {
         panic!("cannot map shared_info: {error}");
     }
     xen::evtchn::mask_all();
+    // A warm boot: the previous run's ports are still bound and its rings still mapped.
+    let mut reserved_slots = alloc::vec::Vec::new();
+    if warm_boot.is_some() {
+        let released = warm::release_xen_resources(|slot| reserved_slots.push(slot));
+        info!(
+            "warm restart: closed {} event channel ports ({} kept, {} already gone), unmapped \
+             {} grant mappings ({} failed, slots kept reserved)",
+            released.ports_closed,
+            released.ports_kept,
+            released.ports_failed,
+            released.grants_unmapped,
+            released.grants_failed
+        );
+    }
     arch::set_upcall_ack(xen::shared_info::upcall_pending_address(), None);
     match xen::hvm::set_callback_vector(arch::UPCALL_VECTOR) {
         Ok(()) => info!(
@@ -257,10 +444,12 @@ fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid, entry_tsc:
     }
     let now = xen::time::now_ns();
     let (wallclock_seconds, _) = xen::shared_info::wallclock();
-    info!(
-        "system time {} ms since host boot; wallclock {wallclock_seconds} s",
-        now / 1_000_000
-    );
+    if warm_boot.is_none() {
+        info!(
+            "system time {} ms since host boot; wallclock {wallclock_seconds} s",
+            now / 1_000_000
+        );
+    }
 
     match xen::console::init() {
         Ok(location) => {
@@ -297,12 +486,29 @@ fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid, entry_tsc:
             None
         }
     };
-    log_domains();
-
     let mut platform = XenPlatform::new();
+    for slot in reserved_slots {
+        platform.reserve_grant_slot(slot);
+    }
     let dom0_remote_port = boot_info
         .option("--event")
         .and_then(|port| port.parse::<u32>().ok());
+    if let Some(warm_boot) = warm_boot {
+        // The checks and first looks of a cold boot are skipped: the restart time counts.
+        info!("platform ready again: recovering the xenstore server from the log");
+        service::run(
+            platform,
+            service::Startup {
+                dom0_remote_port,
+                own_domid,
+                dom_exc_port,
+                entry_tsc,
+                log_setup,
+                warm_boot: Some(warm_boot),
+            },
+        )
+    }
+    log_domains();
     match dom0_remote_port {
         Some(remote_port) => match platform.map(0) {
             // A look at dom0's ring before the server maps it for good, plus a map/unmap
@@ -352,6 +558,8 @@ fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid, entry_tsc:
             own_domid,
             dom_exc_port,
             entry_tsc,
+            log_setup,
+            warm_boot: None,
         },
     )
 }

@@ -2,8 +2,10 @@
 //!
 //! A panic prints `PANIC: <message> at <file>:<line>:<column>` straight to port 0xE9 (no
 //! locks, no allocation — safe even if the logger or heap is what broke), then best-effort to
-//! the PV console ring, then stops the domain: `SCHEDOP_shutdown(crash)` under Xen, the QEMU
-//! isa-debug-exit device otherwise, and `hlt` forever if neither works.
+//! the PV console ring, then either restarts in place ([`crate::warm`]: persistence
+//! `crash-resilient` with a log on a device that survives, and no panic storm) or stops the
+//! domain: `SCHEDOP_shutdown(crash)` under Xen, the QEMU isa-debug-exit device otherwise, and
+//! `hlt` forever if neither works.
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +49,34 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         "\nPANIC: {} at {file}:{line}:{column}",
         info.message()
     );
+    match crate::warm::check_restart(crate::warm::RestartReason::Panic) {
+        Ok(()) => {
+            let next = crate::warm::restarts() + 1;
+            let _ = writeln!(port, "warm restart {next}: recovering from the log");
+            let _ = writeln!(
+                ConsoleRingWriter,
+                "warm restart {next}: recovering from the log"
+            );
+            crate::warm::restart();
+        }
+        Err(crate::warm::RestartRefused::NotEnabled) => {}
+        Err(refused) => {
+            let _ = writeln!(port, "PANIC: {refused}; halting the domain");
+            let _ = writeln!(ConsoleRingWriter, "PANIC: {refused}; halting the domain");
+        }
+    }
+    if crate::xen::hypercall::ready() {
+        crate::xen::sched::shutdown(crate::xen::sched::ShutdownReason::Crash);
+    }
+    qemu_exit(3);
+}
+
+/// Stops the domain with a message, without a warm restart (a state in which restarting
+/// again cannot help, e.g. a warm boot without its saved boot information).
+pub fn halt_with(message: &str) -> ! {
+    crate::arch::disable_interrupts();
+    let _ = writeln!(DebugConsole, "\nHALT: {message}");
+    let _ = writeln!(ConsoleRingWriter, "\nHALT: {message}");
     if crate::xen::hypercall::ready() {
         crate::xen::sched::shutdown(crate::xen::sched::ShutdownReason::Crash);
     }

@@ -229,6 +229,12 @@ impl XenPlatform {
         }
     }
 
+    /// Keeps a grant-window slot reserved for good (a mapping of the previous run before a
+    /// warm restart that could not be unmapped).
+    pub fn reserve_grant_slot(&mut self, slot: usize) {
+        self.grants.reserve(slot);
+    }
+
     /// Live grant mappings.
     pub fn mapped_rings(&self) -> usize {
         self.grants.in_use()

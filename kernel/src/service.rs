@@ -14,20 +14,30 @@
 //! - the main loop scans pending ports, reacts to `VIRQ_DOM_EXC`, steps the server and sleeps
 //!   (timer + `hlt`) when a step did nothing — it never spins;
 //! - PV console input (`xl console <stubdom>`) is the debug shell: each line goes to
-//!   `Server::shell`, the answer back to the console ([`ConsoleShell`]).
+//!   `Server::shell`, the answer back to the console ([`ConsoleShell`]);
+//! - persistence (`--persistence`, `--log-device`, see [`crate::options`]): the journal is a
+//!   `SwitchableJournal` over a [`LogDevice`]. With `ram:<KiB>` the server starts (cold boot)
+//!   or recovers (warm boot) with `start_crash_resilient` on the RAM device and warm restarts
+//!   are enabled; with `vbd` it serves volatile until [`on_disk_attached`] switches it onto
+//!   the disk (`Server::switch_to_log`); in mode `none` it stays volatile. A recovered server
+//!   never introduces dom0 again: its connection is in the log.
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use log::{error, info, warn};
+use xenstore_persist::{BlockDevice, Config as LogConfig, Log};
 use xenstore_protocol::Domid;
 use xenstore_server::ring::{DataArea, Field};
-use xenstore_server::store_engine::StoreEngine;
+use xenstore_server::store_engine::{StoreEngine, start_crash_resilient};
+use xenstore_server::switch::SwitchableJournal;
 use xenstore_server::{
-    Config, DomainState, EventChannels, Level, LogSink, NoJournal, PlatformError, RingLocation,
-    RingMapper, Server,
+    Config, DomainState, EventChannels, Level, LogSink, PlatformError, RingLocation, RingMapper,
+    Server, ServerError,
 };
 
+use crate::log_device::{LogDevice, RamDevice};
+use crate::options::{LogDeviceChoice, Persistence, PersistenceOptions};
 use crate::platform::{self as kernel_platform, Idle, MappedRing, XenPlatform};
 use crate::xen::hypercall::HypercallError;
 use crate::xen::{abi, domctl, time};
@@ -156,9 +166,166 @@ impl LogSink for ServerPlatform {
     }
 }
 
-/// The server as the kernel runs it: the engine the server crate exports, no journal yet
-/// (the unikernel has no block device; see docs/kernel.md).
-pub type KernelServer = Server<ServerPlatform, StoreEngine, NoJournal>;
+/// The server as the kernel runs it: the store engine and a journal that is volatile until a
+/// log device exists (RAM device at start, or dom0's disk later: any `BlockDevice`, boxed in
+/// [`LogDevice`]).
+pub type KernelServer = Server<ServerPlatform, StoreEngine, SwitchableJournal<LogDevice>>;
+
+/// Settings of the log's device.
+fn log_config() -> LogConfig {
+    LogConfig {
+        // The devices are memory (own RAM, dom0's RAM disk): a large read cache only costs
+        // heap in a small domain.
+        read_cache_bytes: 128 * 1024,
+        ..LogConfig::default()
+    }
+}
+
+/// The blkfront driver found dom0's RAM disk (the lead wires this from the driver's poll in
+/// the main loop): switches the running server onto a log on `device` with one durable commit
+/// of the whole state, after which every request is persisted before its reply. Ignored in
+/// mode `none`, when the server already runs on a log (the RAM device), and when the disk
+/// already holds a store (never overwritten; see `switch::device_holds_store`).
+#[allow(dead_code, reason = "called by the blkfront driver (branch blkfront)")]
+pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 'static) {
+    match server.journal() {
+        SwitchableJournal::Disabled => {
+            info!("log disk attached, but persistence is none: not used");
+            return;
+        }
+        SwitchableJournal::Logged(_) => {
+            info!("log disk attached, but the server already persists to a log: not used");
+            return;
+        }
+        SwitchableJournal::Volatile => {}
+    }
+    let mut device = device;
+    if xenstore_server::switch::device_holds_store(&mut device, log_config()) {
+        // Never overwrite durable state: this is an earlier run's store (a relaunch after a
+        // cold restart must recover from the disk at start instead of serving volatile).
+        error!(
+            "log disk attached, but it holds a store from an earlier run: not overwritten; \
+             still volatile"
+        );
+        return;
+    }
+    let sectors = device.sector_count();
+    let started = time::now_ns();
+    match server.switch_to_log(LogDevice::new(device), log_config()) {
+        Ok(report) => info!(
+            "persistence: switched onto the disk ({sectors} sectors) in {} us: commit {} holds \
+             the store and {} ring connections; the state is durable from now on",
+            time::now_ns().saturating_sub(started) / 1000,
+            report.seq,
+            report.connections
+        ),
+        Err(error) => {
+            error!("persistence: switching onto the disk failed: {error}; still volatile")
+        }
+    }
+}
+
+/// What a warm boot knows about the restart that caused it.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmBoot {
+    /// Warm restarts since cold boot (this one included).
+    pub restarts: u64,
+    /// Xen system time of the crash (0: unknown).
+    pub crash_time_ns: u64,
+}
+
+/// The persistence options and the RAM log region carved at boot.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSetup {
+    /// `--persistence`, `--log-device`.
+    pub persistence: PersistenceOptions,
+    /// The RAM log device's region (base, size), when `ram:<KiB>` was carved.
+    pub ram_log: Option<(u64, u64)>,
+}
+
+/// Builds the server as the options say; true when dom0 must be introduced (not after a
+/// recovery: dom0's connection is in the log).
+fn create_server(platform: ServerPlatform, startup: &Startup) -> (KernelServer, bool) {
+    let store_config = xenstore_store::image::Config {
+        privileged_domid: Domid::DOM0,
+        store_domid: Domid(startup.own_domid),
+        ..Default::default()
+    };
+    let setup = startup.log_setup;
+    let crash_resilient = setup.persistence.persistence == Persistence::CrashResilient;
+    let volatile = |platform, journal| {
+        Server::new(
+            platform,
+            StoreEngine::new(store_config.clone()),
+            journal,
+            Config::default(),
+        )
+    };
+    if !crash_resilient {
+        info!("persistence: none (a panic halts the domain; nothing survives a restart)");
+        return (volatile(platform, SwitchableJournal::Disabled), true);
+    }
+    let Some((base, size)) = setup.ram_log else {
+        if setup.persistence.log_device != LogDeviceChoice::Vbd {
+            error!("persistence: the RAM log device could not be set up");
+        }
+        warn!(
+            "persistence: crash-resilient, log device vbd: the state is VOLATILE until dom0 \
+             attaches the log disk (a panic before that halts the domain and loses the store)"
+        );
+        return (volatile(platform, SwitchableJournal::Volatile), true);
+    };
+    // SAFETY: the region was carved off the heap at cold boot, recorded in `.warm` and is used
+    // by nothing else; this is the only `RamDevice` over it in this run.
+    let device = LogDevice::new(unsafe { RamDevice::new(base, size) });
+    let log = match startup.warm_boot {
+        // A fresh domain: whatever the RAM holds is not ours.
+        None => Log::create(device, log_config())
+            .unwrap_or_else(|error| crate::panic::halt_with(&alloc::format!("RAM log: {error:?}"))),
+        Some(_) => match Log::open(device, log_config()) {
+            Ok((log, recovery)) => {
+                info!("RAM log opened: newest durable commit {:?}", recovery.seq);
+                log
+            }
+            Err(error) => crate::panic::halt_with(&alloc::format!(
+                "warm restart: the RAM log does not open: {error:?}"
+            )),
+        },
+    };
+    let (server, started) =
+        match start_crash_resilient(platform, Config::default(), store_config, log, |engine| {
+            engine
+        }) {
+            Ok(started) => started,
+            Err(error) => crate::panic::halt_with(&alloc::format!(
+                "starting the crash-resilient server failed: {error}"
+            )),
+        };
+    let server = server.map_journal(SwitchableJournal::Logged);
+    crate::warm::enable();
+    match started {
+        xenstore_server::store_engine::Started::Fresh => {
+            info!(
+                "persistence: crash-resilient on the RAM log device ({} KiB at {base:#x}): \
+                 the initial store is its first commit; panics restart in place",
+                size / 1024
+            );
+            (server, true)
+        }
+        xenstore_server::store_engine::Started::Recovered(report) => {
+            info!(
+                "persistence: recovered from the RAM log: {} rings re-attached, {} lost, {} \
+                 broken; {} reply bytes already delivered skipped, {} request bytes republished",
+                report.rings_attached,
+                report.rings_lost,
+                report.rings_broken,
+                report.output_bytes_skipped,
+                report.request_bytes_republished
+            );
+            (server, false)
+        }
+    }
+}
 
 /// Domain-state tracking after `VIRQ_DOM_EXC` (C `do_check_domains`): the state of every
 /// domain with a ring connection is read with `getdomaininfo` and handed to
@@ -279,6 +446,10 @@ pub struct Startup {
     pub dom_exc_port: Option<u32>,
     /// TSC value at kernel entry (for the boot-time measurement).
     pub entry_tsc: u64,
+    /// Persistence options and the RAM log region.
+    pub log_setup: LogSetup,
+    /// Set on a warm boot.
+    pub warm_boot: Option<WarmBoot>,
 }
 
 /// Nanoseconds since kernel entry.
@@ -294,22 +465,20 @@ fn since_entry_ns(entry_tsc: u64) -> u64 {
 /// Creates the server, introduces dom0 and runs the main loop forever.
 pub fn run(xen: XenPlatform, startup: Startup) -> ! {
     let platform = ServerPlatform { xen };
-    let store_config = xenstore_store::image::Config {
-        privileged_domid: Domid::DOM0,
-        store_domid: Domid(startup.own_domid),
-        ..Default::default()
-    };
-    let engine = StoreEngine::new(store_config);
-    let mut server: KernelServer = Server::new(platform, engine, NoJournal, Config::default());
+    let (mut server, introduce_dom0) = create_server(platform, &startup);
     let mut monitor = DomainMonitor {
         store_domid: startup.own_domid,
         ..Default::default()
     };
     info!(
-        "server core ready (engine: store, journal: none); initial tree: /, /tool, \
-         /tool/xenstored, @introduceDomain, @releaseDomain"
+        "server core ready (engine: store, journal: {}); {} connections",
+        xenstore_server::Journal::<xenstore_server::store_engine::StoreChanges>::mode_name(
+            server.journal()
+        ),
+        server.connections().len()
     );
     match startup.dom0_remote_port {
+        _ if !introduce_dom0 => info!("dom0's connection was recovered from the log"),
         Some(port) => {
             // dom0's ring is grant ref 1 (the gfn is not used for mapping, as in C).
             let location = RingLocation {
@@ -326,15 +495,19 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
     }
 
     let mut shell = ConsoleShell::default();
-    let mut dom0_served = false;
+    let mut dom0_served = startup.warm_boot.is_some();
+    let mut warm_pending = startup.warm_boot;
     let mut restart_refused = false;
     let mut busy_steps = 0u32;
     let mut wakeups: u64 = 0;
     let mut events: u64 = 0;
     let mut connections_seen = 0usize;
     let mut next_heartbeat = time::now_ns() + HEARTBEAT_INTERVAL_NS;
+    // After a warm restart a VIRQ_DOM_EXC may have fired while nobody was bound to it: look
+    // at every connected domain once.
+    let mut scan_domains_once = startup.warm_boot.is_some();
     loop {
-        let mut domain_changed = false;
+        let mut domain_changed = core::mem::take(&mut scan_domains_once);
         kernel_platform::EventChannels::poll(&mut server.platform_mut().xen, &mut |port| {
             events += 1;
             if Some(port) == startup.dom_exc_port {
@@ -347,15 +520,61 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
         shell.poll(&mut server);
         let report = match server.step() {
             Ok(report) => report,
+            // `inject-crash` (shell or XS_CONTROL): crash for real; with a log on a surviving
+            // device the panic handler restarts in place.
+            Err(ServerError::InjectedCrash(point)) => {
+                panic!("inject-crash: injected crash at {point}")
+            }
+            // Nothing of the failed step was transmitted: restart and recover (the server's
+            // policy); without a log there is nothing to restart from.
+            Err(ServerError::Journal(error)) => panic!("journal failure: {error}"),
             Err(error) => {
                 error!("server step failed: {error}");
                 Default::default()
             }
         };
+        if let Some(warm_boot) = warm_pending.take() {
+            let now = time::now_ns();
+            let (used, free) = heap::usage();
+            if warm_boot.crash_time_ns == 0 {
+                info!(
+                    "warm restart {}: serving again (crash time unknown; {} ms after the warm \
+                     entry); {} connections; heap {} KiB used / {} KiB free",
+                    warm_boot.restarts,
+                    since_entry_ns(startup.entry_tsc) / 1_000_000,
+                    server.connections().len(),
+                    used / 1024,
+                    free / 1024
+                );
+            } else {
+                let elapsed_us = now.saturating_sub(warm_boot.crash_time_ns) / 1000;
+                info!(
+                    "warm restart {}: serving again after {}.{:03} ms ({} connections; heap {} \
+                     KiB used / {} KiB free)",
+                    warm_boot.restarts,
+                    elapsed_us / 1000,
+                    elapsed_us % 1000,
+                    server.connections().len(),
+                    used / 1024,
+                    free / 1024
+                );
+            }
+        }
         if server.restart_requested() && !restart_refused {
-            // No journal to recover from and no warm-restart entry yet: keep running.
-            restart_refused = true;
-            warn!("shell asked for a restart: not supported by the kernel yet; still serving");
+            match crate::warm::check_restart(crate::warm::RestartReason::Requested) {
+                Ok(()) => {
+                    warn!(
+                        "shell asked for a restart: warm restart {} in place, recovering from \
+                         the log",
+                        crate::warm::restarts() + 1
+                    );
+                    crate::warm::restart();
+                }
+                Err(refused) => {
+                    restart_refused = true;
+                    warn!("shell asked for a restart: refused ({refused}); still serving");
+                }
+            }
         }
 
         if !dom0_served

@@ -65,8 +65,8 @@ pub struct Module {
     pub size_bytes: u64,
 }
 
-/// Everything we keep from `hvm_start_info`.
-#[derive(Debug)]
+/// Everything we keep from `hvm_start_info` (cloned into `.warm` for warm restarts).
+#[derive(Debug, Clone)]
 pub struct BootInfo {
     pub start_info_address: u64,
     pub version: u32,

@@ -206,12 +206,18 @@ impl Counters {
     }
 }
 
-/// Shell commands answered through XS_CONTROL (read-only ones only: a dom0 tool must not
-/// restart the server or change its logging behind the console's back; `log` stays the
-/// store's upstream-compatible command).
+/// Shell commands answered through XS_CONTROL: the read-only ones (a dom0 tool must not
+/// change the server's logging behind the console's back; `log` stays the store's
+/// upstream-compatible command) ...
 pub const CONTROL_SHELL_COMMANDS: [&str; 8] = [
     "ls", "read", "conns", "watches", "txns", "stats", "history", "diff",
 ];
+
+/// ... and the crash-testing actions, so the lab can drive them from dom0 with the
+/// unmodified `xenstore-control`: `restart` (controlled warm restart after the step) and
+/// `inject-crash` (see [`crate::inject`]). Like every XS_CONTROL shell command, only
+/// privileged callers reach them; the request that asks is answered normally first.
+pub const CONTROL_PRIVILEGED_ACTIONS: [&str; 2] = ["restart", "inject-crash"];
 
 fn permissions_text(permissions: &xenstore_protocol::Permissions) -> String {
     let entries: Vec<String> = permissions

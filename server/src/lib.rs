@@ -29,6 +29,7 @@ pub mod connection;
 pub mod debug;
 pub mod engine;
 pub mod frame;
+pub mod inject;
 pub mod journal;
 pub mod limits;
 pub mod log_journal;
@@ -37,6 +38,7 @@ pub mod platform;
 pub mod ring;
 pub mod server;
 pub mod store_engine;
+pub mod switch;
 
 pub use connection::{ConnectionId, ConnectionSnapshot, ServerSnapshot};
 pub use debug::{Category, DebugSettings};

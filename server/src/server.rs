@@ -28,8 +28,11 @@ use crate::connection::{
     Broken, Connection, ConnectionId, ConnectionSnapshot, ConnectionTable, RingTransport,
     ServerSnapshot, SocketTransport, Transport,
 };
-use crate::debug::{CONTROL_SHELL_COMMANDS, Category, Counters, DebugSettings};
+use crate::debug::{
+    CONTROL_PRIVILEGED_ACTIONS, CONTROL_SHELL_COMMANDS, Category, Counters, DebugSettings,
+};
 use crate::engine::{Caller, Effect, Engine, Outcome, ReplyMessage};
+use crate::inject::{CrashInjector, CrashPoint};
 use crate::journal::{CommitCause, ConnectionUpdate, Journal};
 use crate::limits;
 use crate::output::{FrameKind, OutputQueue};
@@ -68,6 +71,10 @@ pub enum ServerError<J> {
     Journal(J),
     /// The connection table is full (socket accept refused).
     TooManyConnections,
+    /// A crash armed with `inject-crash` is due at this point of the pipeline (see
+    /// [`crate::inject`]): the step stopped there. Policy: the platform crashes for real
+    /// (unikernel: panic → warm restart; hosted: restart from the database).
+    InjectedCrash(CrashPoint),
 }
 
 impl<J: core::fmt::Display> core::fmt::Display for ServerError<J> {
@@ -75,6 +82,7 @@ impl<J: core::fmt::Display> core::fmt::Display for ServerError<J> {
         match self {
             ServerError::Journal(error) => write!(formatter, "journal failure: {error}"),
             ServerError::TooManyConnections => formatter.write_str("too many connections"),
+            ServerError::InjectedCrash(point) => write!(formatter, "injected crash ({point})"),
         }
     }
 }
@@ -171,6 +179,7 @@ pub struct Server<P: Platform, E: Engine, J: Journal<E::Changes>> {
     first_append_ns: Option<u64>,
     server_state_dirty: bool,
     restart_requested: bool,
+    injector: CrashInjector,
 }
 
 impl<P: Platform, E: Engine, J: Journal<E::Changes>> core::fmt::Debug for Server<P, E, J> {
@@ -206,6 +215,7 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             first_append_ns: None,
             server_state_dirty: false,
             restart_requested: false,
+            injector: CrashInjector::default(),
             platform,
             engine,
             journal,
@@ -432,6 +442,7 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             first_append_ns: self.first_append_ns,
             server_state_dirty: self.server_state_dirty,
             restart_requested: self.restart_requested,
+            injector: self.injector,
         }
     }
 
@@ -466,10 +477,91 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
     }
 
     /// Runs one debug shell command line (console, debug socket) and returns its output.
+    /// `inject-crash` is the server's own command (see [`crate::inject`]); everything else is
+    /// the shell crate's.
     pub fn shell(&mut self, line: &str) -> String {
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        if words.first() == Some(&"inject-crash") {
+            return match crate::inject::parse_arguments(&words[1..]) {
+                Ok(armed) => {
+                    self.arm_crash(armed);
+                    alloc::format!(
+                        "crash armed: during request {} from the next step, at {}{}\n",
+                        armed.countdown,
+                        armed.point,
+                        if self.journal.is_enabled() {
+                            ""
+                        } else {
+                            " (no log: the crash loses the store)"
+                        }
+                    )
+                }
+                Err(error) => alloc::format!("error: {error}\n"),
+            };
+        }
         let mut out = String::new();
         let _ = xenstore_shell::execute(line, self, &mut out);
         out
+    }
+
+    /// Arms an injected crash (see [`crate::inject`]); replaces an earlier arming.
+    pub fn arm_crash(&mut self, armed: crate::inject::Armed) {
+        self.injector.arm(armed);
+        self.log(
+            Category::Control,
+            Level::Warn,
+            format_args!(
+                "inject-crash armed: request {} from the next step, at {}",
+                armed.countdown, armed.point
+            ),
+        );
+    }
+
+    /// The armed injected crash, if any.
+    pub fn armed_crash(&self) -> Option<crate::inject::Armed> {
+        self.injector.armed()
+    }
+
+    /// Everything recovery reads back besides the engine's image, as of now: the snapshot
+    /// blob of every ring connection (with the engine's record of it) and the server state
+    /// blob. Used to switch a running server onto a log ([`crate::switch`]).
+    pub(crate) fn persisted_state(&self) -> (Vec<ConnectionUpdate>, Vec<u8>) {
+        let mut updates = Vec::new();
+        for connection in self.table.iter() {
+            if let Some(mut snapshot) = connection.snapshot() {
+                snapshot.engine_state = self.engine.connection_state(connection.id);
+                let blob =
+                    postcard::to_allocvec(&snapshot).expect("connection snapshots always encode");
+                updates.push((connection.id, Some(blob)));
+            }
+        }
+        let state = postcard::to_allocvec(&ServerSnapshot {
+            next_connection_id: self.next_connection_id,
+            debug: self.debug.clone(),
+        })
+        .expect("server state always encodes");
+        (updates, state)
+    }
+
+    /// Marks the server's own state persisted (after a switch wrote it in full).
+    pub(crate) fn state_persisted(&mut self) {
+        self.server_state_dirty = false;
+        self.removed_durable.clear();
+        for connection in self.table.iter_mut() {
+            if let Transport::Ring(ring) = &mut connection.transport {
+                ring.persisted_cons = ring.shadow_cons;
+            }
+        }
+    }
+
+    /// Logs a line under the debug settings (for the server's other modules).
+    pub(crate) fn log_event(
+        &mut self,
+        category: Category,
+        level: Level,
+        message: core::fmt::Arguments<'_>,
+    ) {
+        self.log(category, level, message);
     }
 
     fn log(&mut self, category: Category, level: Level, message: core::fmt::Arguments<'_>) {
@@ -704,6 +796,9 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             .map_err(|error| match error {
                 ServerError::Journal(error) => IntroduceError::Journal(error),
                 ServerError::TooManyConnections => IntroduceError::TooManyConnections,
+                ServerError::InjectedCrash(point) => {
+                    unreachable!("no crash point outside requests ({point})")
+                }
             })?;
         if let Some(Transport::Ring(ring)) = self
             .table
@@ -778,6 +873,7 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
     pub fn step(&mut self) -> Result<StepReport, ServerError<J::Error>> {
         let mut report = StepReport::default();
         self.stats.steps += 1;
+        self.injector.step_started();
         self.close_hung_up_sockets(&mut report)?;
         let order = self.table.round_robin_from(self.cursor);
         self.cursor = order.first().copied();
@@ -803,7 +899,13 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
                 self.counters.commit_latency(latency);
             }
         }
+        if self.injector.take_if_due(CrashPoint::AfterSync) {
+            return Err(ServerError::InjectedCrash(CrashPoint::AfterSync));
+        }
         self.publish();
+        if self.injector.take_if_due(CrashPoint::AfterReply) {
+            return Err(ServerError::InjectedCrash(CrashPoint::AfterReply));
+        }
         Ok(report)
     }
 
@@ -945,7 +1047,9 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             .map(|word| core::str::from_utf8(word).unwrap_or("\u{fffd}"))
             .collect();
         let command = *words.first()?;
-        if !CONTROL_SHELL_COMMANDS.contains(&command) {
+        if !CONTROL_SHELL_COMMANDS.contains(&command)
+            && !CONTROL_PRIVILEGED_ACTIONS.contains(&command)
+        {
             return None;
         }
         let line = words.join(" ");
@@ -985,6 +1089,16 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
         self.stats.requests += 1;
         self.counters.count(message_type);
         let timestamp_ns = self.platform.now_ns();
+        if self.injector.request_started(timestamp_ns) {
+            self.log(
+                Category::Control,
+                Level::Warn,
+                format_args!(
+                    "inject-crash: request {} of connection {id:?} is the chosen one",
+                    message_type.name()
+                ),
+            );
+        }
 
         let outcome = match self.control_shell_command(&caller, message_type, packet.payload()) {
             Some(reply) => Outcome {
@@ -1105,7 +1219,14 @@ impl<P: Platform, E: Engine, J: Journal<E::Changes>> Server<P, E, J> {
             changes: outcome.changes,
             effects: outcome.effects,
         };
-        self.finish_outcome_inner(&cause, &mut touched, outcome, report)
+        if self.injector.take_if_due(CrashPoint::BeforeAppend) {
+            return Err(ServerError::InjectedCrash(CrashPoint::BeforeAppend));
+        }
+        self.finish_outcome_inner(&cause, &mut touched, outcome, report)?;
+        if self.injector.take_if_due(CrashPoint::AfterAppend) {
+            return Err(ServerError::InjectedCrash(CrashPoint::AfterAppend));
+        }
+        Ok(())
     }
 
     fn local_port(&self, id: ConnectionId) -> u32 {

@@ -85,6 +85,40 @@ fn domain_key(domid: Domid) -> String {
     format!("{DOMAIN_KEY_PREFIX}{}", domid.0)
 }
 
+/// Mutations that write the whole current state of `store`: every node (special nodes as
+/// blobs), domains, global quotas, log settings, the generation counter and the
+/// `any-ignored` list (connection records excluded: they travel in the connection blobs).
+/// The first commit of a new database, and the image part of switching a running server onto
+/// a log ([`crate::switch`]).
+pub fn image_mutations_of(store: &Store) -> Vec<Mutation> {
+    let image = store.export();
+    let any_ignored: Vec<String> = image
+        .nodes
+        .iter()
+        .filter(|(_, record)| record.any_ignored)
+        .map(|(path, _)| path.clone())
+        .collect();
+    let mut set = ChangeSet {
+        changes: Vec::new(),
+        generation: image.generation,
+    };
+    for (path, record) in image.nodes {
+        set.push(Change::NodeWritten { path, record });
+    }
+    for (domid, record) in image.domains {
+        set.push(Change::Domain { domid, record });
+    }
+    set.push(Change::GlobalQuotas(image.global_quotas));
+    set.push(Change::Log(image.log));
+    let mut mutations = Vec::new();
+    StoreChanges {
+        set,
+        any_ignored: (!any_ignored.is_empty()).then_some(any_ignored),
+    }
+    .into_mutations(&mut mutations);
+    mutations
+}
+
 /// Why the store could not be rebuilt from the log (policy: the daemon refuses to start and
 /// says why; the inspector can look at the damaged database).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,26 +172,7 @@ impl StoreEngine {
     /// Mutations that write the whole current state of the store (the first commit of a new
     /// database; connections are excluded: a fresh store has none worth keeping).
     pub fn image_mutations(&self) -> Vec<Mutation> {
-        let image = self.store.export();
-        let mut set = ChangeSet {
-            changes: Vec::new(),
-            generation: image.generation,
-        };
-        for (path, record) in image.nodes {
-            set.push(Change::NodeWritten { path, record });
-        }
-        for (domid, record) in image.domains {
-            set.push(Change::Domain { domid, record });
-        }
-        set.push(Change::GlobalQuotas(image.global_quotas));
-        set.push(Change::Log(image.log));
-        let mut mutations = Vec::new();
-        StoreChanges {
-            set,
-            any_ignored: None,
-        }
-        .into_mutations(&mut mutations);
-        mutations
+        image_mutations_of(&self.store)
     }
 
     /// Rebuilds the store from the newest durable state of the log: nodes, the blobs of the

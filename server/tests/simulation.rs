@@ -19,6 +19,9 @@
 //! - requests are written into the ring in random pieces, so crashes fall in the middle of
 //!   packets: they must complete after the restart (their replies arrive).
 //!
+//! `seeded_switch_simulation` runs the same workload on a server that starts without a log
+//! and is switched onto the device at a random step (`Server::switch_to_log`), then crashes.
+//!
 //! Reproduce: the seed is printed on failure; `XS_SIM_SEEDS=N` runs N seeds (default 8),
 //! `XS_SIM_SEED=0x…` replays one, `XS_SIM_STEPS` sets the steps per seed.
 
@@ -38,6 +41,7 @@ use xenstore_server::platform::{
 };
 use xenstore_server::server::request_frame;
 use xenstore_server::store_engine::{StoreChanges, StoreEngine, start_crash_resilient};
+use xenstore_server::switch::SwitchableJournal;
 use xenstore_server::{CommitCause, Config, ConnectionId, ConnectionUpdate, Journal, Server};
 
 const DEVICE_SECTORS: u64 = 16 * 1024; // 8 MiB
@@ -146,6 +150,9 @@ impl Journal<StoreChanges> for CrashingJournal {
 }
 
 type SimServer = Server<SimPlatform, StoreEngine, CrashingJournal>;
+/// The server over any journal (the volatile phase of `seeded_switch_simulation` runs on a
+/// `SwitchableJournal`).
+type AnyServer<J> = Server<SimPlatform, StoreEngine, J>;
 
 // ----------------------------------------------------------------------------- clients
 
@@ -538,7 +545,12 @@ struct SocketClient {
 }
 
 impl SocketClient {
-    fn drive(&mut self, server: &mut SimServer, rng: &mut SimRng, violations: &mut Violations) {
+    fn drive<J: Journal<StoreChanges>>(
+        &mut self,
+        server: &mut AnyServer<J>,
+        rng: &mut SimRng,
+        violations: &mut Violations,
+    ) {
         let id = match self.id {
             Some(id) => id,
             None => match server.socket_open() {
@@ -651,7 +663,7 @@ impl Scenario {
     }
 
     /// dom0 introduces every guest and creates its home (as a toolstack does).
-    fn introduce_all(&mut self, server: &mut SimServer) {
+    fn introduce_all<J: Journal<StoreChanges>>(&mut self, server: &mut AnyServer<J>) {
         let id = server.socket_open().expect("socket");
         let mut req_id = 1;
         for guest in &self.guests {
@@ -671,7 +683,7 @@ impl Scenario {
             }
         }
         for _ in 0..10 {
-            server.step().expect("step");
+            server.step().map_err(|_| ()).expect("step");
         }
         let output = server.socket_output(id).to_vec();
         server.socket_sent(id, output.len());
@@ -680,10 +692,10 @@ impl Scenario {
             "introduce failed"
         );
         server.socket_closed(id);
-        server.step().expect("step");
+        server.step().map_err(|_| ()).expect("step");
     }
 
-    fn check_store(&mut self, server: &SimServer) {
+    fn check_store<J: Journal<StoreChanges>>(&mut self, server: &AnyServer<J>) {
         let store = &server.engine().store;
         for guest in &self.guests {
             let uncertain = guest.uncertain();
@@ -738,7 +750,36 @@ impl Scenario {
     }
 }
 
-fn run_seed(seed: u64, steps: u64) -> Violations {
+/// One step of client traffic: guests read replies, start requests, write pieces of them;
+/// socket clients (unless quiescing) do their part.
+fn traffic<J: Journal<StoreChanges>>(
+    scenario: &mut Scenario,
+    server: &mut AnyServer<J>,
+    rng: &mut SimRng,
+    quiescing: bool,
+) {
+    for guest in &mut scenario.guests {
+        guest.pull_replies(&mut scenario.violations);
+        if guest.in_flight.is_none() && !quiescing && rng.chance(2, 3) {
+            guest.start_request(rng);
+        }
+        if !guest.unsent.is_empty() {
+            guest.push_bytes(rng);
+        }
+    }
+    if !quiescing {
+        for socket in &mut scenario.sockets {
+            socket.drive(server, rng, &mut scenario.violations);
+        }
+    }
+}
+
+/// Runs one seed. With `volatile_steps`, the server first serves that many steps without a
+/// log (`SwitchableJournal::Volatile`, no crashes: nothing is promised yet), then is switched
+/// onto the device mid-stream (`Server::switch_to_log`: replies queued, packets half written,
+/// watches and transactions open) and the crash phase runs as usual: everything acknowledged
+/// before the switch must survive every later crash too.
+fn run_seed(seed: u64, steps: u64, volatile_steps: Option<u64>) -> Violations {
     let mut rng = SimRng::new(seed);
     let world = Rc::new(RefCell::new(World::default()));
     let guests: Vec<Guest> = (1..=3u16)
@@ -783,25 +824,41 @@ fn run_seed(seed: u64, steps: u64) -> Violations {
         crashes: 0,
     };
     let device = SimDevice::new(DEVICE_SECTORS, seed);
-    let mut server = scenario.start(device, true);
-    scenario.introduce_all(&mut server);
+    let mut server = match volatile_steps {
+        None => {
+            let mut server = scenario.start(device, true);
+            scenario.introduce_all(&mut server);
+            server
+        }
+        Some(volatile_steps) => {
+            let mut volatile: AnyServer<SwitchableJournal<SimDevice>> = Server::new(
+                scenario.platform(),
+                StoreEngine::new(xenstore_store::Config::default()),
+                SwitchableJournal::Volatile,
+                Config::default(),
+            );
+            scenario.introduce_all(&mut volatile);
+            for _ in 0..volatile_steps {
+                traffic(&mut scenario, &mut volatile, &mut rng, false);
+                volatile.step().map_err(|_| ()).expect("volatile step");
+            }
+            traffic(&mut scenario, &mut volatile, &mut rng, false);
+            volatile
+                .switch_to_log(device, LogConfig::default())
+                .unwrap_or_else(|error| panic!("seed {seed:#x}: switch: {error}"));
+            volatile.map_journal(|journal| match journal {
+                SwitchableJournal::Logged(inner) => CrashingJournal {
+                    inner,
+                    die_after_next_sync: false,
+                },
+                _ => unreachable!("switched"),
+            })
+        }
+    };
 
     for step in 0..steps + 400 {
         let quiescing = step >= steps;
-        for guest in &mut scenario.guests {
-            guest.pull_replies(&mut scenario.violations);
-            if guest.in_flight.is_none() && !quiescing && rng.chance(2, 3) {
-                guest.start_request(&mut rng);
-            }
-            if !guest.unsent.is_empty() {
-                guest.push_bytes(&mut rng);
-            }
-        }
-        if !quiescing {
-            for socket in &mut scenario.sockets {
-                socket.drive(&mut server, &mut rng, &mut scenario.violations);
-            }
-        }
+        traffic(&mut scenario, &mut server, &mut rng, quiescing);
         if !quiescing && rng.chance(1, 25) {
             // Crash between steps, or in the middle of the next step's appends / sync.
             if rng.chance(1, 2) {
@@ -899,10 +956,36 @@ fn seeded_crash_simulation() {
         }
     };
     for seed in seeds {
-        let violations = run_seed(seed, steps);
+        let violations = run_seed(seed, steps, None);
         assert!(
             violations.list.is_empty(),
             "seed {seed:#x} (replay: XS_SIM_SEED={seed:#x}): {} violations:\n  {}",
+            violations.list.len(),
+            violations.list.join("\n  ")
+        );
+    }
+}
+
+/// The same workload, started volatile and switched onto the log at a random step (see
+/// `run_seed`); `XS_SIM_SEEDS` / `XS_SIM_SEED` as above.
+#[test]
+fn seeded_switch_simulation() {
+    let steps = env_u64("XS_SIM_STEPS").unwrap_or(400);
+    let seeds: Vec<u64> = match env_u64("XS_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let count = env_u64("XS_SIM_SEEDS").unwrap_or(6);
+            let base = env_u64("XS_SIM_BASE_SEED").unwrap_or(0x5157_1000);
+            (0..count).map(|index| base + index).collect()
+        }
+    };
+    for seed in seeds {
+        let volatile_steps = 20 + SimRng::new(seed).below(200);
+        let violations = run_seed(seed, steps, Some(volatile_steps));
+        assert!(
+            violations.list.is_empty(),
+            "seed {seed:#x} (replay: XS_SIM_SEED={seed:#x}, switch after {volatile_steps} \
+             steps): {} violations:\n  {}",
             violations.list.len(),
             violations.list.join("\n  ")
         );

@@ -5,6 +5,9 @@
 //! [`take_pending`], which atomically clears each pending, unmasked bit before handing the
 //! port to the caller — an event that arrives during processing sets the bit again and is
 //! seen on the next scan, so nothing is lost.
+//!
+//! Every port bound here is recorded in the `.warm` section until it is closed, so a warm
+//! restart can close what the previous run left bound ([`crate::warm`]).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -73,6 +76,7 @@ pub fn bind_interdomain(
         local_port: 0,
     };
     op(abi::EVTCHNOP_BIND_INTERDOMAIN, &mut argument)?;
+    crate::warm::note_port_bound(argument.local_port);
     checked(argument.local_port)
 }
 
@@ -84,6 +88,7 @@ pub fn bind_virq(virq: u32) -> Result<EvtchnPort, EvtchnError> {
         port: 0,
     };
     op(abi::EVTCHNOP_BIND_VIRQ, &mut argument)?;
+    crate::warm::note_port_bound(argument.port);
     checked(argument.port)
 }
 
@@ -95,6 +100,7 @@ pub fn alloc_unbound(remote_domain: DomainId) -> Result<EvtchnPort, EvtchnError>
         port: 0,
     };
     op(abi::EVTCHNOP_ALLOC_UNBOUND, &mut argument)?;
+    crate::warm::note_port_bound(argument.port);
     checked(argument.port)
 }
 
@@ -111,6 +117,7 @@ pub fn close(port: EvtchnPort) -> Result<(), EvtchnError> {
     mask(checked(port)?);
     let mut argument = abi::EvtchnPortArgument { port };
     op(abi::EVTCHNOP_CLOSE, &mut argument)?;
+    crate::warm::note_port_closed(port);
     clear_pending(port);
     Ok(())
 }

@@ -6,6 +6,11 @@
 //! foreign mapping, so the window ([`crate::boot::GRANT_WINDOW_BASE`], above all RAM and
 //! identity mapped by the boot page tables) is managed by a slot bitmap: a slot is reused only
 //! after a successful unmap.
+//!
+//! Every live mapping is also recorded in the `.warm` section ([`crate::warm`]): after a warm
+//! restart the mappings are still in place in Xen while the bitmap is fresh, so the warm boot
+//! unmaps them all ([`unmap_raw`]) before the server maps rings again. Slots are therefore
+//! allocated below [`crate::warm::GRANT_RECORDS_MAX`] only.
 
 use alloc::boxed::Box;
 
@@ -92,8 +97,19 @@ impl GrantMapper {
         self.in_use
     }
 
+    /// Marks `slot` as in use for good (a mapping left by the previous run that could not be
+    /// unmapped: reusing its slot could crash the domain).
+    pub fn reserve(&mut self, slot: usize) {
+        let (word, bit) = (slot / 64, slot % 64);
+        if self.used[word] & (1 << bit) == 0 {
+            self.used[word] |= 1 << bit;
+            self.in_use += 1;
+        }
+    }
+
     fn allocate_slot(&mut self) -> Option<usize> {
-        for (word_index, word) in self.used.iter_mut().enumerate() {
+        let recorded_words = crate::warm::GRANT_RECORDS_MAX.min(SLOTS_MAX) / 64;
+        for (word_index, word) in self.used.iter_mut().take(recorded_words).enumerate() {
             if *word != u64::MAX {
                 let bit = (!*word).trailing_zeros() as usize;
                 *word |= 1 << bit;
@@ -148,6 +164,7 @@ impl GrantMapper {
             self.free_slot(slot);
             return Err(GrantError::Status(argument.status));
         }
+        crate::warm::note_grant_mapped(slot, domain, grant_ref, argument.handle);
         Ok(GrantMapping {
             domain,
             grant_ref,
@@ -159,31 +176,41 @@ impl GrantMapper {
     /// Unmaps `mapping`. On failure the slot stays reserved (reusing it could crash the domain)
     /// and the mapping is returned with the error.
     pub fn unmap(&mut self, mapping: GrantMapping) -> Result<(), (GrantMapping, GrantError)> {
-        let mut argument = GnttabUnmapGrantRef {
-            host_addr: mapping.address(),
-            dev_bus_addr: 0,
-            handle: mapping.handle,
-            status: 0,
-            pad: 0,
-        };
-        // SAFETY: one live `gnttab_unmap_grant_ref` naming a mapping we made; after success
-        // nobody may access the page, which `mapping` being consumed by value guarantees for
-        // users of this API.
-        let result = unsafe {
-            hypercall::call3(
-                abi::HYPERVISOR_GRANT_TABLE_OP,
-                u64::from(abi::GNTTABOP_UNMAP_GRANT_REF),
-                &mut argument as *mut GnttabUnmapGrantRef as u64,
-                1,
-            )
-        };
-        if let Err(error) = hypercall::check(result) {
-            return Err((mapping, GrantError::Hypercall(error)));
+        if let Err(error) = unmap_raw(mapping.slot, mapping.handle) {
+            return Err((mapping, error));
         }
-        if argument.status != abi::GNTST_OKAY {
-            return Err((mapping, GrantError::Status(argument.status)));
-        }
+        crate::warm::note_grant_unmapped(mapping.slot);
         self.free_slot(mapping.slot);
         Ok(())
     }
+}
+
+/// `GNTTABOP_unmap_grant_ref` of the mapping in window slot `slot` with `handle` (also used by
+/// the warm boot for mappings of the previous run, which no `GrantMapping` describes).
+pub fn unmap_raw(slot: usize, handle: GrantHandle) -> Result<(), GrantError> {
+    assert!(slot < SLOTS_MAX, "grant slot {slot} outside the window");
+    let mut argument = GnttabUnmapGrantRef {
+        host_addr: GRANT_WINDOW_BASE + slot as u64 * 4096,
+        dev_bus_addr: 0,
+        handle,
+        status: 0,
+        pad: 0,
+    };
+    // SAFETY: one live `gnttab_unmap_grant_ref` naming a mapping we made (this run's, or the
+    // previous run's recorded in `.warm`); after success nobody accesses the page: a
+    // `GrantMapping` is consumed by value, and after a warm restart no Rust value refers to
+    // the previous run's mappings.
+    let result = unsafe {
+        hypercall::call3(
+            abi::HYPERVISOR_GRANT_TABLE_OP,
+            u64::from(abi::GNTTABOP_UNMAP_GRANT_REF),
+            &mut argument as *mut GnttabUnmapGrantRef as u64,
+            1,
+        )
+    };
+    hypercall::check(result).map_err(GrantError::Hypercall)?;
+    if argument.status != abi::GNTST_OKAY {
+        return Err(GrantError::Status(argument.status));
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! The shared_info page (xen.git `xen/include/public/xen.h`, `struct shared_info`): mapped
 //! with `XENMEM_add_to_physmap(XENMAPSPACE_shared_info)` over a page-aligned static page of
-//! our own `.bss`, then accessed only through atomics (Xen writes it concurrently).
+//! our own `.boot` section, then accessed only through atomics (Xen writes it concurrently).
 
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -11,7 +11,9 @@ use super::memory;
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 
-/// Backing page donated to Xen; never accessed as a Rust object after mapping.
+/// Backing page donated to Xen; never accessed as a Rust object after mapping. In `.boot`,
+/// not `.bss`: a warm restart zeroes `.bss`, and this gfn is Xen's shared_info by then.
+#[unsafe(link_section = ".boot.shared_info")]
 static mut SHARED_INFO_PAGE: Page = Page([0; 4096]);
 
 static SHARED_INFO: AtomicPtr<SharedInfo> = AtomicPtr::new(core::ptr::null_mut());

@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod arch;
+mod blkfront;
 mod boot;
 mod debugcon;
 mod heap;
@@ -28,6 +29,7 @@ mod start_info;
     reason = "complete Xen interface wrappers; the server core will use the rest"
 )]
 mod xen;
+mod xenbus_local;
 
 use log::{LevelFilter, error, info, warn};
 
@@ -352,6 +354,7 @@ fn xen_platform_init(boot_info: &BootInfo, xen_cpuid: &xen::XenCpuid, entry_tsc:
             own_domid,
             dom_exc_port,
             entry_tsc,
+            blkfront_enabled: boot_info.option("--blkfront") != Some("off"),
         },
     )
 }

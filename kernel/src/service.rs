@@ -279,6 +279,8 @@ pub struct Startup {
     pub dom_exc_port: Option<u32>,
     /// TSC value at kernel entry (for the boot-time measurement).
     pub entry_tsc: u64,
+    /// Whether the blkfront driver runs (`--blkfront=off` disables it).
+    pub blkfront_enabled: bool,
 }
 
 /// Nanoseconds since kernel entry.
@@ -325,6 +327,9 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
         None => warn!("no dom0 event port: serving nobody until an INTRODUCE arrives"),
     }
 
+    let mut disk = DiskHook::start(startup.own_domid, startup.blkfront_enabled);
+    disk.poll(&mut server);
+
     let mut shell = ConsoleShell::default();
     let mut dom0_served = false;
     let mut restart_refused = false;
@@ -352,6 +357,7 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
                 Default::default()
             }
         };
+        disk.poll(&mut server);
         if server.restart_requested() && !restart_refused {
             // No journal to recover from and no warm-restart entry yet: keep running.
             restart_refused = true;
@@ -422,5 +428,76 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
         let deadline = next_heartbeat.min(now + IDLE_WAIT_MAX_NS);
         Idle::wait(&server.platform().xen, Some(deadline));
         wakeups += 1;
+    }
+}
+
+/// The blkfront integration, kept in one place: resume after a warm restart or run the
+/// handshake; [`on_disk_attached`] is called once when a device is ready. Polling is cheap
+/// until then (the driver returns at once unless its local xenstore connection has output).
+#[derive(Debug)]
+struct DiskHook {
+    driver: crate::blkfront::BlkfrontDriver,
+    resumed: Option<crate::blkfront::Blkfront>,
+}
+
+impl DiskHook {
+    fn start(own_domid: u16, enabled: bool) -> DiskHook {
+        let mut resumed = None;
+        let mut run_handshake = enabled;
+        if enabled {
+            match crate::blkfront::Blkfront::resume() {
+                Ok(Some(device)) => {
+                    resumed = Some(device);
+                    run_handshake = false;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    error!(
+                        "blkfront: cannot resume after a warm restart: {error}; disk left alone"
+                    );
+                    run_handshake = false;
+                }
+            }
+        } else {
+            info!("blkfront: disabled (--blkfront=off)");
+        }
+        DiskHook {
+            driver: crate::blkfront::BlkfrontDriver::new(own_domid, run_handshake),
+            resumed,
+        }
+    }
+
+    fn poll(&mut self, server: &mut KernelServer) {
+        let device = match self.resumed.take() {
+            Some(device) => Some(device),
+            None => self.driver.poll(server),
+        };
+        if let Some(device) = device {
+            on_disk_attached(server, device);
+        }
+    }
+}
+
+/// Called once when the vbd is connected (handshake done, or resumed after a warm restart).
+/// For now: log it and run the non-destructive self-test; the journal switch replaces this.
+fn on_disk_attached(_server: &mut KernelServer, mut device: crate::blkfront::Blkfront) {
+    use xenstore_persist::BlockDevice;
+    info!(
+        "blkfront: connected {} (backend domain {}, {}): {} sectors ({} MiB), port {}, flush {:?}",
+        device.frontend_path(),
+        device.backend_domid(),
+        device.backend_path(),
+        device.sector_count(),
+        device.sector_count() / 2048,
+        device.port(),
+        device.flush_mode()
+    );
+    info!(
+        "blkfront: a warm restart must keep event channel port {:?} bound",
+        crate::blkfront::warm_kept_port()
+    );
+    match crate::blkfront::self_test(&mut device) {
+        Ok(summary) => info!("blkfront: self-test passed: {summary}"),
+        Err(reason) => error!("blkfront: self-test FAILED: {reason}"),
     }
 }

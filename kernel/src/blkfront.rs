@@ -859,7 +859,12 @@ pub struct BlkfrontDriver {
     phase: Phase,
     xenbus: Option<LocalXenbus>,
     candidate: Option<Candidate>,
+    /// Poll again at this time even without news (waiting for an old backend to let go).
+    retry_at: Option<u64>,
 }
+
+/// Delay before retrying a step that waits for the old backend.
+const RETRY_INTERVAL_NS: u64 = 500_000_000;
 
 /// Steps of the handshake state machine per poll (each advances at most one phase).
 const TRANSITIONS_PER_POLL_MAX: usize = 4;
@@ -876,6 +881,7 @@ impl BlkfrontDriver {
             },
             xenbus: None,
             candidate: None,
+            retry_at: None,
         }
     }
 
@@ -906,10 +912,12 @@ impl BlkfrontDriver {
             }
             _ => {}
         }
+        let retry_due = self.retry_at.is_some_and(|at| time::now_ns() >= at);
         let xenbus = self.xenbus.as_mut()?;
-        if !xenbus.has_input(server) {
+        if !xenbus.has_input(server) && !retry_due {
             return None;
         }
+        self.retry_at = None;
         if let Err(error) = xenbus.take_events(server) {
             warn!("blkfront: reading watch events: {error}");
         }
@@ -967,6 +975,13 @@ impl BlkfrontDriver {
         server: &mut Server<P, E, J>,
     ) -> Result<Option<Blkfront>, BlkfrontError> {
         for _ in 0..TRANSITIONS_PER_POLL_MAX {
+            if matches!(
+                self.phase,
+                Phase::WaitingForBackendInitWait | Phase::WaitingForBackendConnected
+            ) && self.device_was_replaced(server)?
+            {
+                self.forget_candidate(server)?;
+            }
             let before = self.phase;
             match self.phase {
                 Phase::WaitingForDevice => self.find_device(server)?,
@@ -983,6 +998,70 @@ impl BlkfrontDriver {
             }
         }
         Ok(None)
+    }
+
+    /// True when the toolstack removed or re-created the device we are setting up (its
+    /// `backend` node is gone or different, or its `state` went back to Initialising after we
+    /// offered the ring): the handshake must start over.
+    fn device_was_replaced<P: Platform, E: Engine, J: Journal<E::Changes>>(
+        &mut self,
+        server: &mut Server<P, E, J>,
+    ) -> Result<bool, BlkfrontError> {
+        let Some(candidate) = self.candidate.clone() else {
+            return Ok(false);
+        };
+        let front = &candidate.frontend_path;
+        let xenbus = self.xenbus();
+        let backend = xenbus.read(server, &format!("{front}/backend"))?;
+        if backend.as_deref() != Some(candidate.backend_path.as_bytes()) {
+            return Ok(true);
+        }
+        if self.phase == Phase::WaitingForBackendConnected {
+            let state = self.xenbus().read(server, &format!("{front}/state"))?;
+            let state = state.as_deref().and_then(XenbusState::parse);
+            if state != Some(XenbusState::Initialised) && state != Some(XenbusState::Connected) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Drops the device being set up: ends the backend's access to our pages (refusing to
+    /// reuse them while the old backend still maps one: then the driver fails), closes the
+    /// port, stops watching the old backend, and looks for a device again.
+    fn forget_candidate<P: Platform, E: Engine, J: Journal<E::Changes>>(
+        &mut self,
+        server: &mut Server<P, E, J>,
+    ) -> Result<(), BlkfrontError> {
+        let Some(candidate) = self.candidate.take() else {
+            return Ok(());
+        };
+        warn!(
+            "blkfront: {} was removed or re-created by the toolstack; starting over",
+            candidate.frontend_path
+        );
+        let state = format!("{}/state", candidate.backend_path);
+        let _ = self.xenbus().unwatch(server, &state, TOKEN_BACKEND);
+        if candidate.port.is_some() {
+            let refs = core::iter::once(candidate.ring_ref).chain(candidate.data_refs);
+            for grant_ref in refs.clone() {
+                if grant_table::end_access(grant_ref) == Err(GrantTableError::InUse(grant_ref)) {
+                    // The old backend has not let go yet: our pages must not be reused. Ends
+                    // already done are harmless (refs are looked up afresh); retry later.
+                    warn!(
+                        "blkfront: grant ref {grant_ref} still mapped by the old backend; retrying"
+                    );
+                    self.retry_at = Some(time::now_ns() + RETRY_INTERVAL_NS);
+                    self.candidate = Some(candidate);
+                    return Ok(());
+                }
+            }
+            if let Some(port) = candidate.port {
+                let _ = evtchn::close(port);
+            }
+        }
+        self.phase = Phase::WaitingForDevice;
+        Ok(())
     }
 
     fn xenbus(&mut self) -> &mut LocalXenbus {

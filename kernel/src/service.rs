@@ -500,4 +500,8 @@ fn on_disk_attached(_server: &mut KernelServer, mut device: crate::blkfront::Blk
         Ok(summary) => info!("blkfront: self-test passed: {summary}"),
         Err(reason) => error!("blkfront: self-test FAILED: {reason}"),
     }
+    match crate::blkfront::resume_self_test(device) {
+        Ok(_device) => info!("blkfront: resume self-test passed"),
+        Err(reason) => error!("blkfront: resume self-test FAILED: {reason}"),
+    }
 }

@@ -4,8 +4,9 @@
 # The stub domain's blkfront against dom0's blkback over the RAM disk of
 # scripts/xenstore-ramdisk (attached by /init before the scenarios; run again here, which must
 # be idempotent): backend and frontend reach state 4 (Connected), and the stub domain's log
-# shows "blkfront: connected" and "blkfront: self-test passed" (write / flush / read back /
-# compare at the end of the disk). The stub domain's log is read from Xen's console ring
+# shows "blkfront: connected", "blkfront: self-test passed" (write / flush / read back /
+# compare at the end of the disk) and "blkfront: resume self-test passed" (the warm-restart
+# resume path with a request left in flight). The stub domain's log is read from Xen's console ring
 # (`xl dmesg`: its port 0xE9 lines, "(d<n>) ...", with guest_loglvl=all) and from
 # xenconsoled's log of its PV console.
 # Exit 0 = PASS, 77 = SKIP (not a stub domain boot), anything else = FAIL.
@@ -51,12 +52,15 @@ stub_log() {
 
 step "stub domain log: blkfront connected and self-test"
 for _ in $(seq 1 240); do
-    if stub_log | grep -q -e 'self-test passed' -e 'self-test FAILED'; then break; fi
+    if stub_log | grep -q -e 'resume self-test' -e 'self-test FAILED'; then break; fi
     sleep 0.5
 done
 stub_log | sort -u | tee /tmp/ramdisk-blkfront.log
-while IFS= read -r line; do lab_emit "LAB-INFO ramdisk-log $line"; done < <(stub_log | grep -a -e 'connected' -e 'self-test' | sort -u | head -n 6)
+# (A pipe, not process substitution: dom0 has no /dev/fd.)
+stub_log | grep -a -e 'connected' -e 'self-test' -e 'resumed' | sort -u | head -n 10 |
+    while IFS= read -r line; do lab_emit "LAB-INFO ramdisk-log $line"; done
 grep -q 'blkfront: connected' /tmp/ramdisk-blkfront.log || fail "no 'blkfront: connected' in the stub domain's log"
 grep -q 'self-test FAILED' /tmp/ramdisk-blkfront.log && fail "the stub domain's blkfront self-test failed"
-grep -q 'self-test passed' /tmp/ramdisk-blkfront.log || fail "no 'blkfront: self-test passed' in the stub domain's log"
-echo "PASS: handshake complete (states 4/4), self-test passed"
+grep -q 'blkfront: self-test passed' /tmp/ramdisk-blkfront.log || fail "no 'blkfront: self-test passed' in the stub domain's log"
+grep -q 'resume self-test passed' /tmp/ramdisk-blkfront.log || fail "no 'blkfront: resume self-test passed' in the stub domain's log"
+echo "PASS: handshake complete (states 4/4), self-test and resume self-test passed"

@@ -511,14 +511,20 @@ impl Blkfront {
             backend_path,
             stats: BlkfrontStats::default(),
         };
-        let in_flight = device.drain_in_flight()?;
+        // Published but not consumed by the previous instance (its rsp_cons is diagnostic).
+        let unconsumed = req_prod.wrapping_sub(record.rsp_cons).min(RING_SIZE);
+        let unanswered = device.drain_in_flight()?;
+        // Two short lines: Xen's port-0xE9 line buffer splits lines longer than ~200 bytes.
         info!(
-            "blkfront: resumed {} after a warm restart ({} sectors, port {}, flush {}); \
-             {in_flight} request(s) were in flight and have completed",
+            "blkfront: resumed {} after a warm restart ({} sectors, port {}, flush {})",
             device.frontend_path,
             device.sector_count,
             device.port,
             device.flush_mode.name()
+        );
+        info!(
+            "blkfront: resume drained the ring: {unconsumed} request(s) unconsumed, \
+             {unanswered} still unanswered at resume; results dropped"
         );
         Ok(Some(device))
     }

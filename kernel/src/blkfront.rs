@@ -630,23 +630,56 @@ impl Blkfront {
         Ok(target)
     }
 
-    /// Self-test hook for the resume path: leaves a read of the first page in flight and
-    /// forgets the device, as a crash right after a push would. [`Blkfront::resume`] must then
-    /// wait for that response before handing the device out again.
-    pub fn abandon_with_request_in_flight(mut self) -> Result<(), BlkfrontError> {
-        let mut request = [BlkifRequest {
+    /// A read request of the first page into data page 0.
+    fn first_page_read(&self) -> BlkifRequest {
+        let mut request = BlkifRequest {
             operation: blkif::BLKIF_OP_READ,
             nr_segments: 1,
             handle: self.handle,
             sector_number: 0,
             ..Default::default()
-        }];
-        request[0].seg[0] = BlkifRequestSegment {
+        };
+        request.seg[0] = BlkifRequestSegment {
             gref: self.data_refs[0],
             first_sect: 0,
             last_sect: (SECTORS_PER_PAGE - 1) as u8,
             pad: 0,
         };
+        request
+    }
+
+    /// Sends the first read without waiting for it (see [`Phase::Probing`]).
+    fn start_probe(&mut self) -> Result<(), BlkfrontError> {
+        let mut request = [self.first_page_read()];
+        self.push(&mut request).map(|_| ())
+    }
+
+    /// Non-blocking: consumes the responses that arrived; true once every request pushed so
+    /// far is answered (an error status or inconsistent indices are errors).
+    fn probe_finished(&mut self) -> Result<bool, BlkfrontError> {
+        let rsp_prod = ring_word(blkif::OFFSET_RSP_PROD).load(Ordering::Acquire);
+        if !blkif::indices_consistent(self.req_prod_pvt, rsp_prod, self.rsp_cons) {
+            return Err(BlkfrontError::BackendProtocol("rsp_prod outside the batch"));
+        }
+        while self.rsp_cons != rsp_prod {
+            let response = read_response(self.rsp_cons);
+            self.rsp_cons = self.rsp_cons.wrapping_add(1);
+            if response.status != blkif::BLKIF_RSP_OKAY {
+                return Err(BlkfrontError::Io {
+                    operation: response.operation,
+                    status: response.status,
+                });
+            }
+        }
+        record_indices(self.req_prod_pvt, self.rsp_cons);
+        Ok(self.rsp_cons == self.req_prod_pvt)
+    }
+
+    /// Self-test hook for the resume path: leaves a read of the first page in flight and
+    /// forgets the device, as a crash right after a push would. [`Blkfront::resume`] must then
+    /// wait for that response before handing the device out again.
+    pub fn abandon_with_request_in_flight(mut self) -> Result<(), BlkfrontError> {
+        let mut request = [self.first_page_read()];
         self.push(&mut request).map(|_| ())
     }
 
@@ -864,6 +897,11 @@ pub enum Phase {
     WaitingForBackendInitWait,
     /// Ring offered (state 3); waiting for the backend to connect.
     WaitingForBackendConnected,
+    /// Connected (state 4 written); a first read is in flight and the main loop keeps serving
+    /// xenstore until it completes: Linux blkback still reads the store after switching to
+    /// Connected and before its I/O thread runs (`blkback_name` reads `<backend>/dev`), so
+    /// blocking on I/O right away would deadlock the backend against its own xenstore.
+    Probing,
     /// Connected; the device was handed out.
     Connected,
     /// Given up (logged); stays disconnected.
@@ -893,6 +931,8 @@ pub struct BlkfrontDriver {
     candidate: Option<Candidate>,
     /// Poll again at this time even without news (waiting for an old backend to let go).
     retry_at: Option<u64>,
+    /// The connected device while its first read is in flight, and the deadline for it.
+    probing: Option<(Blkfront, u64)>,
 }
 
 /// Delay before retrying a step that waits for the old backend.
@@ -914,6 +954,7 @@ impl BlkfrontDriver {
             xenbus: None,
             candidate: None,
             retry_at: None,
+            probing: None,
         }
     }
 
@@ -935,6 +976,7 @@ impl BlkfrontDriver {
     ) -> Option<Blkfront> {
         match self.phase {
             Phase::Connected | Phase::Failed | Phase::Disabled => return None,
+            Phase::Probing => return self.check_probe(),
             Phase::Start => {
                 if let Err(error) = self.start(server) {
                     error!("blkfront: cannot watch {}: {error}", self.devices_path());
@@ -954,16 +996,51 @@ impl BlkfrontDriver {
             warn!("blkfront: reading watch events: {error}");
         }
         match self.advance(server) {
-            Ok(Some(device)) => {
-                self.phase = Phase::Connected;
+            Ok(Some(mut device)) => {
                 self.stop_watching(server);
-                Some(device)
+                match device.start_probe() {
+                    Ok(()) => {
+                        self.probing = Some((device, time::now_ns() + IO_TIMEOUT_NS));
+                        self.phase = Phase::Probing;
+                    }
+                    Err(error) => {
+                        error!("blkfront: first read could not be sent: {error}");
+                        self.phase = Phase::Failed;
+                    }
+                }
+                None
             }
             Ok(None) => None,
             Err(error) => {
                 error!("blkfront: handshake failed, staying disconnected: {error}");
                 self.phase = Phase::Failed;
                 self.stop_watching(server);
+                None
+            }
+        }
+    }
+
+    /// Probing: hands the device out once its first read completed (never blocks).
+    fn check_probe(&mut self) -> Option<Blkfront> {
+        let (device, deadline) = self.probing.as_mut()?;
+        match device.probe_finished() {
+            Ok(true) => {
+                info!("blkfront: first read completed: the backend serves I/O");
+                self.phase = Phase::Connected;
+                self.probing.take().map(|(device, _)| device)
+            }
+            Ok(false) if time::now_ns() < *deadline => None,
+            Ok(false) => {
+                error!(
+                    "blkfront: first read unanswered after {} s; staying disconnected",
+                    IO_TIMEOUT_NS / 1_000_000_000
+                );
+                self.phase = Phase::Failed;
+                None
+            }
+            Err(error) => {
+                error!("blkfront: first read failed: {error}; staying disconnected");
+                self.phase = Phase::Failed;
                 None
             }
         }

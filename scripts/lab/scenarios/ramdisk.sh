@@ -27,6 +27,8 @@ backend="/local/domain/0/backend/vbd/$domid/51712"
 
 step "attach log of /init"
 cat /var/log/xen/xenstore-ramdisk.log 2>/dev/null || echo "(no attach log: /init did not attach)"
+grep -a -e 'attached with' -e 'direct attach' -e 'refused' /var/log/xen/xenstore-ramdisk.log 2>/dev/null |
+    while IFS= read -r line; do lab_emit "LAB-INFO ramdisk-method $line"; done
 
 step "xenstore-ramdisk (again: idempotent), wait for state 4"
 attach_start="$(lab_now)"

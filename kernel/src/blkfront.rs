@@ -470,7 +470,8 @@ impl Blkfront {
     /// Re-attaches the device a previous kernel instance connected (warm restart), without a
     /// new handshake. `Ok(None)`: no warm record (cold boot). Requests that were in flight at
     /// the crash are waited for (their results dropped) before the device is returned, so none
-    /// of them can land after a new write.
+    /// of them can land after a new write. Call it once per kernel instance: two `Blkfront`s
+    /// over the same ring would interleave their requests.
     pub fn resume() -> Result<Option<Blkfront>, BlkfrontError> {
         let Some(record) = valid_record()? else {
             return Ok(None);
@@ -529,9 +530,9 @@ impl Blkfront {
         Ok(Some(device))
     }
 
-    /// Waits until every published request has its response (results dropped); returns how
-    /// many responses were outstanding. `rsp_cons` is taken as the number of requests the
-    /// backend may still owe, i.e. `req_prod - rsp_prod` is what is waited for.
+    /// Waits until the backend has answered every published request (`rsp_prod` reaches the
+    /// shared `req_prod`), drops the results and returns how many were still unanswered.
+    /// Bounded by [`IO_TIMEOUT_NS`].
     fn drain_in_flight(&mut self) -> Result<u32, BlkfrontError> {
         let req_prod = ring_word(blkif::OFFSET_REQ_PROD).load(Ordering::Acquire);
         let start = ring_word(blkif::OFFSET_RSP_PROD).load(Ordering::Acquire);

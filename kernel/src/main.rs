@@ -13,6 +13,7 @@
 extern crate alloc;
 
 mod arch;
+mod blkfront;
 mod boot;
 mod debugcon;
 mod heap;
@@ -33,6 +34,7 @@ mod warm;
     reason = "complete Xen interface wrappers; the server core will use the rest"
 )]
 mod xen;
+mod xenbus_local;
 
 use log::{LevelFilter, error, info, warn};
 
@@ -505,6 +507,7 @@ fn xen_platform_init(
                 entry_tsc,
                 log_setup,
                 warm_boot: Some(warm_boot),
+                blkfront_enabled: boot_info.option("--blkfront") != Some("off"),
             },
         )
     }
@@ -560,6 +563,7 @@ fn xen_platform_init(
             entry_tsc,
             log_setup,
             warm_boot: None,
+            blkfront_enabled: boot_info.option("--blkfront") != Some("off"),
         },
     )
 }

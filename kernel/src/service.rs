@@ -186,16 +186,16 @@ fn log_config() -> LogConfig {
 /// of the whole state, after which every request is persisted before its reply. Ignored in
 /// mode `none`, when the server already runs on a log (the RAM device), and when the disk
 /// already holds a store (never overwritten; see `switch::device_holds_store`).
-#[allow(dead_code, reason = "called by the blkfront driver (branch blkfront)")]
-pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 'static) {
+/// True when the server switched onto the device.
+pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 'static) -> bool {
     match server.journal() {
         SwitchableJournal::Disabled => {
             info!("log disk attached, but persistence is none: not used");
-            return;
+            return false;
         }
         SwitchableJournal::Logged(_) => {
             info!("log disk attached, but the server already persists to a log: not used");
-            return;
+            return false;
         }
         SwitchableJournal::Volatile => {}
     }
@@ -207,20 +207,24 @@ pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 's
             "log disk attached, but it holds a store from an earlier run: not overwritten; \
              still volatile"
         );
-        return;
+        return false;
     }
     let sectors = device.sector_count();
     let started = time::now_ns();
     match server.switch_to_log(LogDevice::new(device), log_config()) {
-        Ok(report) => info!(
-            "persistence: switched onto the disk ({sectors} sectors) in {} us: commit {} holds \
-             the store and {} ring connections; the state is durable from now on",
-            time::now_ns().saturating_sub(started) / 1000,
-            report.seq,
-            report.connections
-        ),
+        Ok(report) => {
+            info!(
+                "persistence: switched onto the disk ({sectors} sectors) in {} us: commit {} \
+                 holds the store and {} ring connections; the state is durable from now on",
+                time::now_ns().saturating_sub(started) / 1000,
+                report.seq,
+                report.connections
+            );
+            true
+        }
         Err(error) => {
-            error!("persistence: switching onto the disk failed: {error}; still volatile")
+            error!("persistence: switching onto the disk failed: {error}; still volatile");
+            false
         }
     }
 }
@@ -268,6 +272,9 @@ fn create_server(platform: ServerPlatform, startup: &Startup) -> (KernelServer, 
     let Some((base, size)) = setup.ram_log else {
         if setup.persistence.log_device != LogDeviceChoice::Vbd {
             error!("persistence: the RAM log device could not be set up");
+        } else if startup.warm_boot.is_some() {
+            // Warm restarts are enabled only once the server runs on the disk: recover from it.
+            return recover_from_disk(platform, store_config);
         }
         warn!(
             "persistence: crash-resilient, log device vbd: the state is VOLATILE until dom0 \
@@ -292,29 +299,81 @@ fn create_server(platform: ServerPlatform, startup: &Startup) -> (KernelServer, 
             )),
         },
     };
+    start_logged(platform, store_config, log, "the RAM log device", || {
+        info!(
+            "persistence: crash-resilient on the RAM log device ({} KiB at {base:#x}): the \
+             initial store is its first commit; panics restart in place",
+            size / 1024
+        )
+    })
+}
+
+/// Warm boot with the log on dom0's disk: the blkfront connection of the previous run is
+/// resumed (requests in flight at the crash drained), its port kept, and the server recovered
+/// from the newest durable commit on the disk. Halts when the disk cannot be resumed or
+/// read: serving an empty store instead would silently lose the host's state.
+fn recover_from_disk(
+    platform: ServerPlatform,
+    store_config: xenstore_store::image::Config,
+) -> (KernelServer, bool) {
+    let device = match crate::blkfront::Blkfront::resume() {
+        Ok(Some(device)) => device,
+        Ok(None) => crate::panic::halt_with(
+            "warm restart: the server ran on the disk but no blkfront record survived",
+        ),
+        Err(error) => crate::panic::halt_with(&alloc::format!(
+            "warm restart: cannot resume the log disk: {error}"
+        )),
+    };
+    let _ = crate::warm::keep_port(device.port());
+    info!(
+        "warm restart: log disk {} resumed ({} sectors, port {})",
+        device.frontend_path(),
+        xenstore_persist::BlockDevice::sector_count(&device),
+        device.port()
+    );
+    let log = match Log::open(LogDevice::new(device), log_config()) {
+        Ok((log, recovery)) => {
+            info!("disk log opened: newest durable commit {:?}", recovery.seq);
+            log
+        }
+        Err(error) => crate::panic::halt_with(&alloc::format!(
+            "warm restart: the disk log does not open: {error:?}"
+        )),
+    };
+    start_logged(platform, store_config, log, "the disk", || {
+        error!("warm restart: the disk held no store; started a fresh one")
+    })
+}
+
+/// Starts (fresh) or recovers the server on an opened log and enables warm restarts; true
+/// when dom0 must be introduced (a fresh store).
+fn start_logged(
+    platform: ServerPlatform,
+    store_config: xenstore_store::image::Config,
+    log: Log<LogDevice>,
+    what: &str,
+    on_fresh: impl FnOnce(),
+) -> (KernelServer, bool) {
     let (server, started) =
         match start_crash_resilient(platform, Config::default(), store_config, log, |engine| {
             engine
         }) {
             Ok(started) => started,
             Err(error) => crate::panic::halt_with(&alloc::format!(
-                "starting the crash-resilient server failed: {error}"
+                "starting the crash-resilient server on {what} failed: {error}"
             )),
         };
     let server = server.map_journal(SwitchableJournal::Logged);
     crate::warm::enable();
     match started {
         xenstore_server::store_engine::Started::Fresh => {
-            info!(
-                "persistence: crash-resilient on the RAM log device ({} KiB at {base:#x}): \
-                 the initial store is its first commit; panics restart in place",
-                size / 1024
-            );
+            on_fresh();
             (server, true)
         }
         xenstore_server::store_engine::Started::Recovered(report) => {
             info!(
-                "persistence: recovered from the RAM log: {} rings re-attached, {} lost, {} \
+                "persistence: recovered from {what}: {} rings re-attached, {} lost, {} \
                  broken; {} reply bytes already delivered skipped, {} request bytes republished",
                 report.rings_attached,
                 report.rings_lost,
@@ -450,6 +509,8 @@ pub struct Startup {
     pub log_setup: LogSetup,
     /// Set on a warm boot.
     pub warm_boot: Option<WarmBoot>,
+    /// Whether the blkfront driver runs (`--blkfront=off` disables it).
+    pub blkfront_enabled: bool,
 }
 
 /// Nanoseconds since kernel entry.
@@ -494,6 +555,14 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
         None => warn!("no dom0 event port: serving nobody until an INTRODUCE arrives"),
     }
 
+    // A warm boot on the disk resumed the blkfront connection in `create_server` already.
+    let disk_resumed = startup.warm_boot.is_some()
+        && startup.log_setup.ram_log.is_none()
+        && startup.log_setup.persistence.persistence == Persistence::CrashResilient
+        && startup.log_setup.persistence.log_device == LogDeviceChoice::Vbd;
+    let mut disk = DiskHook::start(startup.own_domid, startup.blkfront_enabled && !disk_resumed);
+    disk.poll(&mut server);
+
     let mut shell = ConsoleShell::default();
     let mut dom0_served = startup.warm_boot.is_some();
     let mut warm_pending = startup.warm_boot;
@@ -533,6 +602,7 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
                 Default::default()
             }
         };
+        disk.poll(&mut server);
         if let Some(warm_boot) = warm_pending.take() {
             let now = time::now_ns();
             let (used, free) = heap::usage();
@@ -641,5 +711,98 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
         let deadline = next_heartbeat.min(now + IDLE_WAIT_MAX_NS);
         Idle::wait(&server.platform().xen, Some(deadline));
         wakeups += 1;
+    }
+}
+
+/// The blkfront integration, kept in one place: resume after a warm restart or run the
+/// handshake; [`on_disk_attached`] is called once when a device is ready. Polling is cheap
+/// until then (the driver returns at once unless its local xenstore connection has output).
+#[derive(Debug)]
+struct DiskHook {
+    driver: crate::blkfront::BlkfrontDriver,
+    resumed: Option<crate::blkfront::Blkfront>,
+}
+
+impl DiskHook {
+    fn start(own_domid: u16, enabled: bool) -> DiskHook {
+        let mut resumed = None;
+        let mut run_handshake = enabled;
+        if enabled {
+            match crate::blkfront::Blkfront::resume() {
+                Ok(Some(device)) => {
+                    resumed = Some(device);
+                    run_handshake = false;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    error!(
+                        "blkfront: cannot resume after a warm restart: {error}; disk left alone"
+                    );
+                    run_handshake = false;
+                }
+            }
+        } else {
+            info!("blkfront: no handshake (--blkfront=off, or the disk was resumed at start)");
+        }
+        DiskHook {
+            driver: crate::blkfront::BlkfrontDriver::new(own_domid, run_handshake),
+            resumed,
+        }
+    }
+
+    fn poll(&mut self, server: &mut KernelServer) {
+        let device = match self.resumed.take() {
+            Some(device) => Some(device),
+            None => self.driver.poll(server),
+        };
+        if let Some(device) = device {
+            disk_connected(server, device);
+        }
+    }
+}
+
+/// Called once when the vbd is connected (handshake done, or resumed after a warm restart of
+/// a server that did not run on it): the non-destructive self-tests (a scratch range at the end
+/// of the disk is written, read back and restored; a request is left in flight and the resume
+/// path drains it), then the switch onto the disk. Once the server runs on it, the blkfront
+/// port is kept across warm restarts and panics restart in place.
+fn disk_connected(server: &mut KernelServer, mut device: crate::blkfront::Blkfront) {
+    use xenstore_persist::BlockDevice;
+    info!(
+        "blkfront: connected {} (backend domain {}, {}): {} sectors ({} MiB), port {}, flush {:?}",
+        device.frontend_path(),
+        device.backend_domid(),
+        device.backend_path(),
+        device.sector_count(),
+        device.sector_count() / 2048,
+        device.port(),
+        device.flush_mode()
+    );
+    info!(
+        "blkfront: a warm restart must keep event channel port {:?} bound",
+        crate::blkfront::warm_kept_port()
+    );
+    match crate::blkfront::self_test(&mut device) {
+        Ok(summary) => info!("blkfront: self-test passed: {summary}"),
+        Err(reason) => error!("blkfront: self-test FAILED: {reason}"),
+    }
+    let device = match crate::blkfront::resume_self_test(device) {
+        Ok(device) => {
+            info!("blkfront: resume self-test passed");
+            device
+        }
+        Err(reason) => {
+            error!("blkfront: resume self-test FAILED: {reason}; the disk is not used");
+            return;
+        }
+    };
+    let port = device.port();
+    if on_disk_attached(server, device) {
+        if crate::warm::keep_port(port) {
+            crate::warm::enable();
+            info!("warm restart enabled: the log disk's port {port} stays bound across restarts");
+        } else {
+            error!("cannot keep port {port} across warm restarts: panics will halt");
+        }
     }
 }

@@ -19,7 +19,8 @@ set -euo pipefail
 # (and depends on python3, which the benchmark client uses).
 DOM0_PACKAGES="xen-utils-4.17,xenstore-utils,kmod,iproute2,procps,busybox-static,python3-minimal"
 # Kernel modules dom0 needs (their dependencies are added automatically).
-DOM0_MODULES="xenfs xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xen-blkback xen-netback xen-pciback"
+# loop: the RAM disk for the stub domain (scripts/xenstore-ramdisk) is a file on a loop device.
+DOM0_MODULES="xenfs xen-evtchn xen-privcmd xen-gntdev xen-gntalloc xen-blkback xen-netback xen-pciback loop"
 
 key="$( { cat "${BASH_SOURCE[0]}"; echo "$LAB_SUITE $LAB_MIRROR"; } | sha256sum | cut -c1-16)"
 out="$LAB_CACHE/base-$key"

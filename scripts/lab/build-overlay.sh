@@ -10,6 +10,7 @@
 #   /lab/stubdom/kernel        the project's xenstore stub domain kernel, if one is found
 #   /lab/bin/rxenstored        the project's hosted daemon, if built
 #   /lab/bin/loadgen           the project's load generator, if LAB_LOADGEN names one
+#   /lab/bin/xenstore-ramdisk  the RAM disk attach tool (scripts/xenstore-ramdisk)
 # Stub domain kernel: $LAB_STUBDOM_KERNEL, else the default build output (lib.sh).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,6 +27,7 @@ install -m 0644 "$LAB_DIR/dom0/lib.sh" "$staging/lab/lib.sh"
 install -m 0755 "$LAB_DIR/dom0/bench-xs.py" "$staging/lab/bench-xs.py"
 install -m 0755 "$LAB_DIR"/scenarios/*.sh "$staging/lab/scenarios/"
 install -m 0644 "$LAB_REPO/xl-configs/lab-guest-pvh.cfg" "$staging/lab/xl/"
+install -m 0755 "$LAB_REPO/scripts/xenstore-ramdisk" "$staging/lab/bin/xenstore-ramdisk"
 cp "$base/vmlinuz" "$staging/lab/guest/vmlinuz"
 
 # The guest initrd: busybox and an /init, nothing else (~1 MB compressed).

@@ -225,6 +225,18 @@ pub const SHUTDOWN_POWEROFF: u32 = 0;
 pub const SHUTDOWN_REBOOT: u32 = 1;
 pub const SHUTDOWN_CRASH: u32 = 3;
 
+/// `struct sched_poll` (sched.h): block until one of `nr_ports` ports (array at guest
+/// address `ports`) is pending or Xen system time reaches `timeout` (ns, 0 = no timeout).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SchedPoll {
+    pub ports: u64,
+    pub nr_ports: u32,
+    pub pad: u32,
+    pub timeout: u64,
+}
+const _: () = assert!(size_of::<SchedPoll>() == 24);
+
 /// `struct sched_shutdown` (sched.h).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -309,6 +321,25 @@ pub const GNTMAP_READONLY: u32 = 1 << 2;
 pub const GNTTAB_RESERVED_CONSOLE: GrantRef = 0;
 pub const GNTTAB_RESERVED_XENSTORE: GrantRef = 1;
 pub const GNTST_OKAY: i16 = 0;
+/// Grant entry flags (grant_table.h `GTF_*`, v1 `flags` field).
+pub const GTF_INVALID: u16 = 0;
+pub const GTF_PERMIT_ACCESS: u16 = 1;
+pub const GTF_TYPE_MASK: u16 = 3;
+pub const GTF_READONLY: u16 = 1 << 2;
+pub const GTF_READING: u16 = 1 << 3;
+pub const GTF_WRITING: u16 = 1 << 4;
+/// Refs below this are reserved for the toolstack (grant_table.h: `GNTTAB_NR_RESERVED_ENTRIES`).
+pub const GNTTAB_NR_RESERVED_ENTRIES: GrantRef = 8;
+
+/// `struct grant_entry_v1` (grant_table.h): 512 per 4 KiB frame.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct GrantEntryV1 {
+    pub flags: u16,
+    pub domid: DomainId,
+    pub frame: u32,
+}
+const _: () = assert!(size_of::<GrantEntryV1>() == 8);
 
 /// `struct gnttab_map_grant_ref` (grant_table.h).
 #[repr(C)]

@@ -3,10 +3,12 @@
 //! rest of the kernel sees it through [`crate::platform`].
 
 pub mod abi;
+pub mod blkif;
 pub mod console;
 pub mod domctl;
 pub mod evtchn;
 pub mod grant;
+pub mod grant_table;
 pub mod hvm;
 pub mod hypercall;
 pub mod memory;

@@ -119,7 +119,9 @@ commands:
   diff SEQ SEQ                  changes between two commits
   log [LEVEL | CATEGORY on|off] show or change logging
   trace DOMID|all on|off        decoded request/reply trace
-  restart                       controlled warm restart";
+  restart                       controlled warm restart
+  inject-crash N [POINT]        crash while handling the N-th request from now, at POINT:
+                                before-append|after-append|after-sync|after-reply|random";
 
 fn parse_number<T: core::str::FromStr>(text: &str, usage: &'static str) -> Result<T, CommandError> {
     text.parse::<T>().map_err(|_| CommandError::Usage(usage))

@@ -5,163 +5,36 @@
 //! fires `@releaseDomain` and keeps the domain's nodes; death closes the connection, removes
 //! the nodes and fires `@releaseDomain`, transmitted only after the commit is synced).
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::fmt;
+mod common;
+
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use common::{Shared, SimPlatform, SimServer, TestJournal, add_page};
 use xenstore_protocol::ring::{GuestRing, InMemoryPage};
 use xenstore_protocol::{Domid, MessageType};
-use xenstore_server::platform::{
-    Clock, EventChannels, Level, LogSink, PlatformError, RingLocation, RingMapper,
-};
+use xenstore_server::platform::RingLocation;
 use xenstore_server::ring::Field;
 use xenstore_server::server::request_frame;
-use xenstore_server::store_engine::{StoreChanges, StoreEngine};
-use xenstore_server::{
-    CommitCause, Config, ConnectionId, ConnectionUpdate, DomainState, IntroduceError, Journal,
-    Server,
-};
+use xenstore_server::store_engine::StoreEngine;
+use xenstore_server::{Config, ConnectionId, DomainState, IntroduceError, NoJournal, Server};
 
-/// What the platform and the journal saw, in order.
-#[derive(Default)]
-struct World {
-    pages: BTreeMap<u16, Arc<InMemoryPage>>,
-    /// "bind <domid>", "unbind <port>", "unmap <domid>", "append <type>", "sync".
-    calls: Vec<String>,
-    /// `rsp_prod` of dom0's ring at each sync (nothing may be transmitted before it).
-    rsp_prod_at_sync: Vec<u32>,
-    log_lines: Vec<String>,
-}
-
-type Shared = Rc<RefCell<World>>;
-
-struct TestPlatform {
-    world: Shared,
-    next_port: u32,
-    clock: u64,
-}
-
-impl fmt::Debug for TestPlatform {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("TestPlatform")
-    }
-}
-
-impl EventChannels for TestPlatform {
-    fn bind_interdomain(&mut self, domid: Domid, _remote_port: u32) -> Result<u32, PlatformError> {
-        self.next_port += 1;
-        self.world
-            .borrow_mut()
-            .calls
-            .push(format!("bind {}", domid.0));
-        Ok(self.next_port)
-    }
-    fn notify(&mut self, _local_port: u32) -> Result<(), PlatformError> {
-        Ok(())
-    }
-    fn unbind(&mut self, local_port: u32) {
-        self.world
-            .borrow_mut()
-            .calls
-            .push(format!("unbind {local_port}"));
-    }
-}
-
-impl RingMapper for TestPlatform {
-    type Memory = Arc<InMemoryPage>;
-    fn map(&mut self, location: &RingLocation) -> Result<Arc<InMemoryPage>, PlatformError> {
-        self.world
-            .borrow()
-            .pages
-            .get(&location.domid.0)
-            .cloned()
-            .ok_or(PlatformError::MapFailed {
-                domid: location.domid,
-            })
-    }
-    fn unmap(&mut self, location: &RingLocation, _memory: Arc<InMemoryPage>) {
-        self.world
-            .borrow_mut()
-            .calls
-            .push(format!("unmap {}", location.domid.0));
-    }
-}
-
-impl Clock for TestPlatform {
-    fn now_ns(&self) -> u64 {
-        self.clock
-    }
-}
-
-impl LogSink for TestPlatform {
-    fn log(&mut self, level: Level, message: fmt::Arguments<'_>) {
-        self.world
-            .borrow_mut()
-            .log_lines
-            .push(format!("{level:?}: {message}"));
-    }
-}
-
-/// A journal that only records appends and syncs (and dom0's `rsp_prod` at each sync).
-struct RecordingJournal {
-    world: Shared,
-}
-
-impl fmt::Debug for RecordingJournal {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("RecordingJournal")
-    }
-}
-
-impl Journal<StoreChanges> for RecordingJournal {
-    type Error = String;
-    fn is_enabled(&self) -> bool {
-        true
-    }
-    fn append(
-        &mut self,
-        cause: &CommitCause,
-        _changes: StoreChanges,
-        _connections: &[ConnectionUpdate],
-        _server_state: &[u8],
-    ) -> Result<(), String> {
-        let name = cause.message_type.map_or("state", MessageType::name);
-        self.world.borrow_mut().calls.push(format!("append {name}"));
-        Ok(())
-    }
-    fn sync(&mut self) -> Result<(), String> {
-        let mut world = self.world.borrow_mut();
-        world.calls.push(String::from("sync"));
-        let rsp_prod = world
-            .pages
-            .get(&0)
-            .map_or(0, |page| page.field(Field::RspProd));
-        world.rsp_prod_at_sync.push(rsp_prod);
-        Ok(())
-    }
-}
-
-type TestServer = Server<TestPlatform, StoreEngine, RecordingJournal>;
+/// The server over a journal that keeps nothing but records its appends and syncs (and dom0's
+/// `rsp_prod` at each sync) in the world, next to the platform's calls.
+type TestServer = SimServer<TestJournal<NoJournal>>;
 
 fn new_server(world: &Shared) -> TestServer {
     let engine = StoreEngine::new(xenstore_store::Config::default());
-    let platform = TestPlatform {
+    // Ports from 101, a clock that stands still.
+    let platform = SimPlatform {
         world: world.clone(),
+        clock: Rc::new(Cell::new(1)),
+        tick_ns: 0,
         next_port: 100,
-        clock: 1,
     };
-    let journal = RecordingJournal {
-        world: world.clone(),
-    };
+    let journal = TestJournal::recording(NoJournal, world);
     Server::new(platform, engine, journal, Config::default())
-}
-
-fn add_page(world: &Shared, domid: u16) -> Arc<InMemoryPage> {
-    let page = Arc::new(InMemoryPage::new());
-    world.borrow_mut().pages.insert(domid, page.clone());
-    page
 }
 
 fn location(domid: u16) -> RingLocation {

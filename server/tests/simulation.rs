@@ -25,134 +25,33 @@
 //! Reproduce: the seed is printed on failure; `XS_SIM_SEEDS=N` runs N seeds (default 8),
 //! `XS_SIM_SEED=0x…` replays one, `XS_SIM_STEPS` sets the steps per seed.
 
-use std::cell::{Cell, RefCell};
+mod common;
+
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use common::{Shared, SimPlatform, SimServer, TestJournal, add_page};
 use xenstore_persist::{Config as LogConfig, CrashMode, Log, SimDevice, SimRng};
+use xenstore_protocol::MessageType;
 use xenstore_protocol::assembler::Assembler;
 use xenstore_protocol::ring::{GuestRing, InMemoryPage};
-use xenstore_protocol::{Domid, MessageType};
 use xenstore_server::log_journal::LogJournal;
-use xenstore_server::platform::{
-    Clock, EventChannels, Level, LogSink, PlatformError, RingLocation, RingMapper,
-};
 use xenstore_server::server::request_frame;
 use xenstore_server::store_engine::{StoreChanges, StoreEngine, start_crash_resilient};
 use xenstore_server::switch::SwitchableJournal;
-use xenstore_server::{CommitCause, Config, ConnectionId, ConnectionUpdate, Journal, Server};
+use xenstore_server::{Config, ConnectionId, Journal, Server};
 
 const DEVICE_SECTORS: u64 = 16 * 1024; // 8 MiB
 
-// ----------------------------------------------------------------------------- platform
+/// The log journal with one extra fault, `TestJournal::die_after_next_sync`: the process dies
+/// right after a sync returned (the commit is durable, nothing of the step was published).
+type CrashingJournal = TestJournal<LogJournal<SimDevice>>;
 
-#[derive(Default)]
-struct World {
-    pages: BTreeMap<u16, Arc<InMemoryPage>>,
-    log_lines: Vec<String>,
-}
-
-struct SimPlatform {
-    world: Rc<RefCell<World>>,
-    clock: Rc<Cell<u64>>,
-    next_port: u32,
-}
-
-impl fmt::Debug for SimPlatform {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("SimPlatform")
-    }
-}
-
-impl EventChannels for SimPlatform {
-    fn bind_interdomain(&mut self, _domid: Domid, _remote_port: u32) -> Result<u32, PlatformError> {
-        self.next_port += 1;
-        Ok(self.next_port)
-    }
-    fn notify(&mut self, _local_port: u32) -> Result<(), PlatformError> {
-        Ok(())
-    }
-    fn unbind(&mut self, _local_port: u32) {}
-}
-
-impl RingMapper for SimPlatform {
-    type Memory = Arc<InMemoryPage>;
-    fn map(&mut self, location: &RingLocation) -> Result<Arc<InMemoryPage>, PlatformError> {
-        self.world
-            .borrow()
-            .pages
-            .get(&location.domid.0)
-            .cloned()
-            .ok_or(PlatformError::MapFailed {
-                domid: location.domid,
-            })
-    }
-    fn unmap(&mut self, _location: &RingLocation, _memory: Arc<InMemoryPage>) {}
-}
-
-impl Clock for SimPlatform {
-    fn now_ns(&self) -> u64 {
-        let now = self.clock.get() + 1000;
-        self.clock.set(now);
-        now
-    }
-}
-
-impl LogSink for SimPlatform {
-    fn log(&mut self, level: Level, message: fmt::Arguments<'_>) {
-        let mut world = self.world.borrow_mut();
-        if world.log_lines.len() < 10_000 {
-            world.log_lines.push(format!("{level:?}: {message}"));
-        }
-    }
-}
-
-/// The log journal with one extra fault: "the process dies right after a sync returned", i.e.
-/// the commit is durable but nothing of the step was published (ring indices, replies,
-/// notifications). Modelled as a sync that reports failure after succeeding, which stops the
-/// step before its publish phase exactly as a crash would.
-struct CrashingJournal {
-    inner: LogJournal<SimDevice>,
-    die_after_next_sync: bool,
-}
-
-impl fmt::Debug for CrashingJournal {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("CrashingJournal")
-    }
-}
-
-impl Journal<StoreChanges> for CrashingJournal {
-    type Error = String;
-    fn is_enabled(&self) -> bool {
-        true
-    }
-    fn append(
-        &mut self,
-        cause: &CommitCause,
-        changes: StoreChanges,
-        connections: &[ConnectionUpdate],
-        server_state: &[u8],
-    ) -> Result<(), String> {
-        self.inner
-            .append(cause, changes, connections, server_state)
-            .map_err(|error| error.to_string())
-    }
-    fn sync(&mut self) -> Result<(), String> {
-        Journal::<StoreChanges>::sync(&mut self.inner).map_err(|error| error.to_string())?;
-        if self.die_after_next_sync {
-            return Err(String::from("died after a durable sync, before publishing"));
-        }
-        Ok(())
-    }
-}
-
-type SimServer = Server<SimPlatform, StoreEngine, CrashingJournal>;
-/// The server over any journal (the volatile phase of `seeded_switch_simulation` runs on a
+/// The server of the crash phase (the volatile phase of `seeded_switch_simulation` runs on a
 /// `SwitchableJournal`).
-type AnyServer<J> = Server<SimPlatform, StoreEngine, J>;
+type CrashServer = SimServer<CrashingJournal>;
 
 // ----------------------------------------------------------------------------- clients
 
@@ -205,6 +104,24 @@ struct Guest {
 }
 
 impl Guest {
+    /// Domain `domid`, its ring page added to the world, nothing sent yet.
+    fn new(world: &Shared, domid: u16) -> Guest {
+        Guest {
+            domid,
+            page: add_page(world, domid),
+            unsent: Vec::new(),
+            assembler: Assembler::new(),
+            in_flight: None,
+            next_req_id: 1,
+            model: BTreeMap::new(),
+            watching: false,
+            expected_events: BTreeSet::new(),
+            transaction: None,
+            replies: 0,
+            events: 0,
+        }
+    }
+
     fn home(&self) -> String {
         format!("/local/domain/{}", self.domid)
     }
@@ -545,9 +462,21 @@ struct SocketClient {
 }
 
 impl SocketClient {
+    /// Socket client `number`, not connected yet.
+    fn new(number: u32) -> SocketClient {
+        SocketClient {
+            id: None,
+            number,
+            sequence: 0,
+            in_flight: None,
+            input: Vec::new(),
+            acked: BTreeMap::new(),
+        }
+    }
+
     fn drive<J: Journal<StoreChanges>>(
         &mut self,
-        server: &mut AnyServer<J>,
+        server: &mut SimServer<J>,
         rng: &mut SimRng,
         violations: &mut Violations,
     ) {
@@ -619,7 +548,7 @@ impl SocketClient {
 // ----------------------------------------------------------------------------- scenario
 
 struct Scenario {
-    world: Rc<RefCell<World>>,
+    world: Shared,
     clock: Rc<Cell<u64>>,
     guests: Vec<Guest>,
     sockets: Vec<SocketClient>,
@@ -628,15 +557,30 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn platform(&self) -> SimPlatform {
-        SimPlatform {
-            world: self.world.clone(),
-            clock: self.clock.clone(),
-            next_port: 0,
+    /// `guests` domains (1, 2, …) and `sockets` dom0 socket clients on a fresh world;
+    /// `seed` names the run in failure messages.
+    fn new(seed: u64, guests: u16, sockets: u32) -> Scenario {
+        let world = Shared::default();
+        Scenario {
+            guests: (1..=guests)
+                .map(|domid| Guest::new(&world, domid))
+                .collect(),
+            sockets: (0..sockets).map(SocketClient::new).collect(),
+            world,
+            clock: Rc::new(Cell::new(0)),
+            violations: Violations {
+                seed,
+                list: Vec::new(),
+            },
+            crashes: 0,
         }
     }
 
-    fn start(&self, device: SimDevice, fresh: bool) -> SimServer {
+    fn platform(&self) -> SimPlatform {
+        SimPlatform::new(&self.world, &self.clock)
+    }
+
+    fn start(&self, device: SimDevice, fresh: bool) -> CrashServer {
         let log = if fresh {
             Log::create(device, LogConfig::default()).expect("create log")
         } else {
@@ -656,14 +600,11 @@ impl Scenario {
             |engine| engine,
         )
         .unwrap_or_else(|error| panic!("seed {:#x}: start: {error}", self.violations.seed));
-        server.map_journal(|inner| CrashingJournal {
-            inner,
-            die_after_next_sync: false,
-        })
+        server.map_journal(TestJournal::new)
     }
 
     /// dom0 introduces every guest and creates its home (as a toolstack does).
-    fn introduce_all<J: Journal<StoreChanges>>(&mut self, server: &mut AnyServer<J>) {
+    fn introduce_all<J: Journal<StoreChanges>>(&mut self, server: &mut SimServer<J>) {
         let id = server.socket_open().expect("socket");
         let mut req_id = 1;
         for guest in &self.guests {
@@ -695,7 +636,7 @@ impl Scenario {
         server.step().map_err(|_| ()).expect("step");
     }
 
-    fn check_store<J: Journal<StoreChanges>>(&mut self, server: &AnyServer<J>) {
+    fn check_store<J: Journal<StoreChanges>>(&mut self, server: &SimServer<J>) {
         let store = &server.engine().store;
         for guest in &self.guests {
             let uncertain = guest.uncertain();
@@ -726,7 +667,7 @@ impl Scenario {
         }
     }
 
-    fn crash(&mut self, server: SimServer, mode_pick: u64) -> SimServer {
+    fn crash(&mut self, server: CrashServer, mode_pick: u64) -> CrashServer {
         self.crashes += 1;
         let (_platform, _engine, journal) = server.into_parts();
         let mut device = journal.inner.into_log().into_device();
@@ -754,7 +695,7 @@ impl Scenario {
 /// socket clients (unless quiescing) do their part.
 fn traffic<J: Journal<StoreChanges>>(
     scenario: &mut Scenario,
-    server: &mut AnyServer<J>,
+    server: &mut SimServer<J>,
     rng: &mut SimRng,
     quiescing: bool,
 ) {
@@ -781,48 +722,7 @@ fn traffic<J: Journal<StoreChanges>>(
 /// before the switch must survive every later crash too.
 fn run_seed(seed: u64, steps: u64, volatile_steps: Option<u64>) -> Violations {
     let mut rng = SimRng::new(seed);
-    let world = Rc::new(RefCell::new(World::default()));
-    let guests: Vec<Guest> = (1..=3u16)
-        .map(|domid| {
-            let page = Arc::new(InMemoryPage::new());
-            world.borrow_mut().pages.insert(domid, page.clone());
-            Guest {
-                domid,
-                page,
-                unsent: Vec::new(),
-                assembler: Assembler::new(),
-                in_flight: None,
-                next_req_id: 1,
-                model: BTreeMap::new(),
-                watching: false,
-                expected_events: BTreeSet::new(),
-                transaction: None,
-                replies: 0,
-                events: 0,
-            }
-        })
-        .collect();
-    let sockets = (0..2)
-        .map(|number| SocketClient {
-            id: None,
-            number,
-            sequence: 0,
-            in_flight: None,
-            input: Vec::new(),
-            acked: BTreeMap::new(),
-        })
-        .collect();
-    let mut scenario = Scenario {
-        world,
-        clock: Rc::new(Cell::new(0)),
-        guests,
-        sockets,
-        violations: Violations {
-            seed,
-            list: Vec::new(),
-        },
-        crashes: 0,
-    };
+    let mut scenario = Scenario::new(seed, 3, 2);
     let device = SimDevice::new(DEVICE_SECTORS, seed);
     let mut server = match volatile_steps {
         None => {
@@ -831,7 +731,7 @@ fn run_seed(seed: u64, steps: u64, volatile_steps: Option<u64>) -> Violations {
             server
         }
         Some(volatile_steps) => {
-            let mut volatile: AnyServer<SwitchableJournal<SimDevice>> = Server::new(
+            let mut volatile: SimServer<SwitchableJournal<SimDevice>> = Server::new(
                 scenario.platform(),
                 StoreEngine::new(xenstore_store::Config::default()),
                 SwitchableJournal::Volatile,
@@ -847,10 +747,7 @@ fn run_seed(seed: u64, steps: u64, volatile_steps: Option<u64>) -> Violations {
                 .switch_to_log(device, LogConfig::default())
                 .unwrap_or_else(|error| panic!("seed {seed:#x}: switch: {error}"));
             volatile.map_journal(|journal| match journal {
-                SwitchableJournal::Logged(inner) => CrashingJournal {
-                    inner,
-                    die_after_next_sync: false,
-                },
+                SwitchableJournal::Logged(inner) => TestJournal::new(inner),
                 _ => unreachable!("switched"),
             })
         }
@@ -944,18 +841,23 @@ fn env_u64(name: &str) -> Option<u64> {
     }
 }
 
+/// The seeds to run: `XS_SIM_SEED` alone, or `XS_SIM_SEEDS` (default `count`) seeds from
+/// `XS_SIM_BASE_SEED` (default `base`) on.
+fn seeds(count: u64, base: u64) -> Vec<u64> {
+    match env_u64("XS_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let count = env_u64("XS_SIM_SEEDS").unwrap_or(count);
+            let base = env_u64("XS_SIM_BASE_SEED").unwrap_or(base);
+            (0..count).map(|index| base + index).collect()
+        }
+    }
+}
+
 #[test]
 fn seeded_crash_simulation() {
     let steps = env_u64("XS_SIM_STEPS").unwrap_or(600);
-    let seeds: Vec<u64> = match env_u64("XS_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => {
-            let count = env_u64("XS_SIM_SEEDS").unwrap_or(8);
-            let base = env_u64("XS_SIM_BASE_SEED").unwrap_or(0x5157_0000);
-            (0..count).map(|index| base + index).collect()
-        }
-    };
-    for seed in seeds {
+    for seed in seeds(8, 0x5157_0000) {
         let violations = run_seed(seed, steps, None);
         assert!(
             violations.list.is_empty(),
@@ -971,15 +873,7 @@ fn seeded_crash_simulation() {
 #[test]
 fn seeded_switch_simulation() {
     let steps = env_u64("XS_SIM_STEPS").unwrap_or(400);
-    let seeds: Vec<u64> = match env_u64("XS_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => {
-            let count = env_u64("XS_SIM_SEEDS").unwrap_or(6);
-            let base = env_u64("XS_SIM_BASE_SEED").unwrap_or(0x5157_1000);
-            (0..count).map(|index| base + index).collect()
-        }
-    };
-    for seed in seeds {
+    for seed in seeds(6, 0x5157_1000) {
         let volatile_steps = 20 + SimRng::new(seed).below(200);
         let violations = run_seed(seed, steps, Some(volatile_steps));
         assert!(
@@ -992,43 +886,22 @@ fn seeded_switch_simulation() {
     }
 }
 
+/// The output queued on each ring connection, in bytes.
+fn ring_queues(server: &CrashServer) -> Vec<usize> {
+    server
+        .connections()
+        .iter()
+        .filter(|connection| connection.ring().is_some())
+        .map(|connection| connection.output.pending_bytes())
+        .collect()
+}
+
 /// Watchers that never read their rings: their queues are bounded, and a write that queues an
 /// event for each of them never produces a commit the log refuses (the watchers' blobs are
 /// split into commits of their own); after a crash the queued events are still there.
 #[test]
 fn slow_watchers_never_break_the_log() {
-    let world = Rc::new(RefCell::new(World::default()));
-    let scenario = Scenario {
-        world: world.clone(),
-        clock: Rc::new(Cell::new(0)),
-        guests: (1..=5u16)
-            .map(|domid| {
-                let page = Arc::new(InMemoryPage::new());
-                world.borrow_mut().pages.insert(domid, page.clone());
-                Guest {
-                    domid,
-                    page,
-                    unsent: Vec::new(),
-                    assembler: Assembler::new(),
-                    in_flight: None,
-                    next_req_id: 1,
-                    model: BTreeMap::new(),
-                    watching: false,
-                    expected_events: BTreeSet::new(),
-                    transaction: None,
-                    replies: 0,
-                    events: 0,
-                }
-            })
-            .collect(),
-        sockets: Vec::new(),
-        violations: Violations {
-            seed: 0,
-            list: Vec::new(),
-        },
-        crashes: 0,
-    };
-    let mut scenario = scenario;
+    let mut scenario = Scenario::new(0, 5, 0);
     let mut server = scenario.start(SimDevice::new(DEVICE_SECTORS * 4, 1), true);
     scenario.introduce_all(&mut server);
     // /w readable by everyone (events are only sent to watchers that may read the node).
@@ -1063,12 +936,7 @@ fn slow_watchers_never_break_the_log() {
         let output = server.socket_output(dom0).len();
         server.socket_sent(dom0, output);
     }
-    let queued: Vec<usize> = server
-        .connections()
-        .iter()
-        .filter(|connection| connection.ring().is_some())
-        .map(|connection| connection.output.pending_bytes())
-        .collect();
+    let queued = ring_queues(&server);
     assert_eq!(queued.len(), 5);
     assert!(
         queued.iter().sum::<usize>() > 384 * 1024
@@ -1081,11 +949,6 @@ fn slow_watchers_never_break_the_log() {
     );
     // Crash and recover: the queues come back as persisted.
     let server = scenario.crash(server, 0);
-    let recovered: Vec<usize> = server
-        .connections()
-        .iter()
-        .filter(|connection| connection.ring().is_some())
-        .map(|connection| connection.output.pending_bytes())
-        .collect();
+    let recovered = ring_queues(&server);
     assert_eq!(recovered, queued);
 }

@@ -16,19 +16,20 @@
 //! - a crash at every device operation of the switch leaves either no store image (the
 //!   volatile window: nothing was promised) or the complete one, never a partial state.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use common::{Shared, SimPlatform, SimServer, add_page};
 use xenstore_persist::{BlockDevice, Config as LogConfig, CrashMode, DeviceError, Log, SimDevice};
 use xenstore_protocol::assembler::Assembler;
 use xenstore_protocol::ring::{GuestRing, InMemoryPage};
 use xenstore_protocol::{Domid, MessageType};
-use xenstore_server::platform::{
-    Clock, EventChannels, Level, LogSink, PlatformError, RingLocation, RingMapper,
-};
+use xenstore_server::log_journal::LogJournal;
+use xenstore_server::platform::RingLocation;
 use xenstore_server::server::request_frame;
 use xenstore_server::store_engine::{StoreEngine, start_crash_resilient};
 use xenstore_server::switch::{SwitchableJournal, device_holds_store};
@@ -36,64 +37,16 @@ use xenstore_server::{Config, Server};
 
 const DEVICE_SECTORS: u64 = 8 * 1024; // 4 MiB
 
-#[derive(Default)]
-struct World {
-    pages: BTreeMap<u16, Arc<InMemoryPage>>,
-}
-
-struct SimPlatform {
-    world: Rc<RefCell<World>>,
-    clock: Rc<Cell<u64>>,
-    next_port: u32,
-}
-
-impl fmt::Debug for SimPlatform {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("SimPlatform")
-    }
-}
-
-impl EventChannels for SimPlatform {
-    fn bind_interdomain(&mut self, _domid: Domid, _remote_port: u32) -> Result<u32, PlatformError> {
-        self.next_port += 1;
-        Ok(self.next_port)
-    }
-    fn notify(&mut self, _local_port: u32) -> Result<(), PlatformError> {
-        Ok(())
-    }
-    fn unbind(&mut self, _local_port: u32) {}
-}
-
-impl RingMapper for SimPlatform {
-    type Memory = Arc<InMemoryPage>;
-    fn map(&mut self, location: &RingLocation) -> Result<Arc<InMemoryPage>, PlatformError> {
-        self.world
-            .borrow()
-            .pages
-            .get(&location.domid.0)
-            .cloned()
-            .ok_or(PlatformError::MapFailed {
-                domid: location.domid,
-            })
-    }
-    fn unmap(&mut self, _location: &RingLocation, _memory: Arc<InMemoryPage>) {}
-}
-
-impl Clock for SimPlatform {
-    fn now_ns(&self) -> u64 {
-        let now = self.clock.get() + 1000;
-        self.clock.set(now);
-        now
-    }
-}
-
-impl LogSink for SimPlatform {
-    fn log(&mut self, _level: Level, _message: fmt::Arguments<'_>) {}
-}
-
 /// A `SimDevice` the test keeps a handle on (the switch consumes its device, also on error).
 #[derive(Clone)]
 struct SharedDevice(Rc<RefCell<SimDevice>>);
+
+impl SharedDevice {
+    /// A fresh `DEVICE_SECTORS` device (`seed` drives its random crash modes).
+    fn new(seed: u64) -> SharedDevice {
+        SharedDevice(Rc::new(RefCell::new(SimDevice::new(DEVICE_SECTORS, seed))))
+    }
+}
 
 impl BlockDevice for SharedDevice {
     fn sector_count(&self) -> u64 {
@@ -110,7 +63,7 @@ impl BlockDevice for SharedDevice {
     }
 }
 
-type VolatileServer = Server<SimPlatform, StoreEngine, SwitchableJournal<SharedDevice>>;
+type VolatileServer = SimServer<SwitchableJournal<SharedDevice>>;
 
 /// One domain's side of its ring: whole requests written in pieces, replies reassembled.
 struct Peer {
@@ -125,12 +78,10 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(world: &Rc<RefCell<World>>, domid: u16) -> Peer {
-        let page = Arc::new(InMemoryPage::new());
-        world.borrow_mut().pages.insert(domid, page.clone());
+    fn new(world: &Shared, domid: u16) -> Peer {
         Peer {
             domid,
-            page,
+            page: add_page(world, domid),
             assembler: Assembler::new(),
             next_req_id: 1,
             replies: Vec::new(),
@@ -155,6 +106,22 @@ impl Peer {
         let (req_id, frame) = self.frame(message_type, tx_id, payload);
         self.send_bytes(&frame);
         req_id
+    }
+
+    /// Sends a request, steps the server `count` times, reads the ring and checks that the
+    /// request was answered without an error.
+    fn request_ok(
+        &mut self,
+        server: &mut VolatileServer,
+        count: usize,
+        message_type: MessageType,
+        tx_id: u32,
+        payload: &[u8],
+    ) {
+        let req_id = self.send(message_type, tx_id, payload);
+        steps(server, count);
+        self.pull();
+        self.assert_ok(req_id);
     }
 
     fn pull(&mut self) {
@@ -203,6 +170,22 @@ impl Peer {
         );
     }
 
+    fn assert_all_ok(&self, req_ids: &[u32]) {
+        for req_id in req_ids {
+            self.assert_ok(*req_id);
+        }
+    }
+
+    /// Asserts that a watch event arrived for a path ending in `suffix`; `what` says why one
+    /// must have.
+    fn assert_event(&self, suffix: &str, what: &str) {
+        assert!(
+            self.events.iter().any(|path| path.ends_with(suffix)),
+            "{what}: {:?}",
+            self.events
+        );
+    }
+
     fn assert_each_reply_once(&self) {
         let mut seen = BTreeMap::new();
         for (req_id, _, _) in &self.replies {
@@ -219,18 +202,10 @@ impl Peer {
 }
 
 struct Scenario {
-    world: Rc<RefCell<World>>,
+    world: Shared,
     clock: Rc<Cell<u64>>,
     dom0: Peer,
     guest: Peer,
-}
-
-fn platform(world: &Rc<RefCell<World>>, clock: &Rc<Cell<u64>>) -> SimPlatform {
-    SimPlatform {
-        world: world.clone(),
-        clock: clock.clone(),
-        next_port: 0,
-    }
 }
 
 fn location(domid: u16) -> RingLocation {
@@ -261,7 +236,7 @@ struct BeforeSwitch {
 
 impl Scenario {
     fn new() -> Scenario {
-        let world = Rc::new(RefCell::new(World::default()));
+        let world = Shared::default();
         let dom0 = Peer::new(&world, 0);
         let guest = Peer::new(&world, 5);
         Scenario {
@@ -272,9 +247,15 @@ impl Scenario {
         }
     }
 
+    /// Both peers received every reply exactly once.
+    fn assert_each_reply_once(&self) {
+        self.dom0.assert_each_reply_once();
+        self.guest.assert_each_reply_once();
+    }
+
     fn volatile_server(&self) -> VolatileServer {
         Server::new(
-            platform(&self.world, &self.clock),
+            SimPlatform::new(&self.world, &self.clock),
             StoreEngine::new(xenstore_store::Config::default()),
             SwitchableJournal::Volatile,
             Config::default(),
@@ -309,9 +290,7 @@ impl Scenario {
         ));
         steps(server, 2);
         self.dom0.pull();
-        for req_id in acked {
-            self.dom0.assert_ok(req_id);
-        }
+        self.dom0.assert_all_ok(&acked);
         // The guest: a watch, a write, an open transaction with a write in it.
         let watch = self
             .guest
@@ -324,21 +303,18 @@ impl Scenario {
         let start = self.guest.send(MessageType::TransactionStart, 0, b"\0");
         steps(server, 3);
         self.guest.pull();
-        for req_id in [watch, write, start] {
-            self.guest.assert_ok(req_id);
-        }
+        self.guest.assert_all_ok(&[watch, write, start]);
         let transaction: u32 = String::from_utf8_lossy(&self.guest.reply(start).unwrap().2)
             .trim_end_matches('\0')
             .parse()
             .expect("transaction id");
-        let tx_write = self.guest.send(
+        self.guest.request_ok(
+            server,
+            2,
             MessageType::Write,
             transaction,
             format!("{home}/w/in-tx\0t").as_bytes(),
         );
-        steps(server, 2);
-        self.guest.pull();
-        self.guest.assert_ok(tx_write);
         // dom0 stops reading: two 900-byte reads fill its reply ring, the rest queue.
         let queued_reads: Vec<u32> = (0..3)
             .map(|_| self.dom0.send(MessageType::Read, 0, b"/big\0"))
@@ -369,13 +345,10 @@ impl Scenario {
 }
 
 /// Recovers from the device as the platform would after a crash.
-fn recover(
-    scenario: &Scenario,
-    device: SimDevice,
-) -> Server<SimPlatform, StoreEngine, xenstore_server::log_journal::LogJournal<SimDevice>> {
+fn recover(scenario: &Scenario, device: SimDevice) -> SimServer<LogJournal<SimDevice>> {
     let (log, _) = Log::open(device, LogConfig::default()).expect("log opens");
     let (server, _) = start_crash_resilient(
-        platform(&scenario.world, &scenario.clock),
+        SimPlatform::new(&scenario.world, &scenario.clock),
         Config::default(),
         xenstore_store::Config::default(),
         log,
@@ -396,7 +369,7 @@ fn switch_mid_stream_then_crash_keeps_everything() {
     let before = scenario.volatile_traffic(&mut server);
     assert_eq!(server.connections().len(), 2);
 
-    let device = SharedDevice(Rc::new(RefCell::new(SimDevice::new(DEVICE_SECTORS, 1))));
+    let device = SharedDevice::new(1);
     assert!(!device_holds_store(
         &mut device.clone(),
         LogConfig::default()
@@ -431,14 +404,13 @@ fn switch_mid_stream_then_crash_keeps_everything() {
     }
     scenario.dom0.pull();
     scenario.dom0.assert_ok(after);
-    let second = scenario.guest.send(
+    scenario.guest.request_ok(
+        &mut server,
+        2,
         MessageType::Write,
         0,
         format!("{home}/w/second\0x").as_bytes(),
     );
-    steps(&mut server, 2);
-    scenario.guest.pull();
-    scenario.guest.assert_ok(second);
 
     // Crash: everything acknowledged was synced; unflushed writes (none expected) are lost.
     drop(server);
@@ -493,20 +465,9 @@ fn switch_mid_stream_then_crash_keeps_everything() {
     assert_eq!(*message_type, MessageType::Error);
     assert_eq!(payload.as_slice(), b"EAGAIN\0");
     scenario.guest.assert_ok(third);
-    for req_id in &before.queued_reads {
-        scenario.dom0.assert_ok(*req_id);
-    }
-    scenario.dom0.assert_each_reply_once();
-    scenario.guest.assert_each_reply_once();
-    assert!(
-        scenario
-            .guest
-            .events
-            .iter()
-            .any(|path| path.ends_with("/w/third")),
-        "watch survives: {:?}",
-        scenario.guest.events
-    );
+    scenario.dom0.assert_all_ok(&before.queued_reads);
+    scenario.assert_each_reply_once();
+    scenario.guest.assert_event("/w/third", "watch survives");
 }
 
 #[test]
@@ -516,7 +477,7 @@ fn crash_at_every_device_operation_of_the_switch() {
         let mut scenario = Scenario::new();
         let mut server = scenario.volatile_server();
         scenario.volatile_traffic(&mut server);
-        let device = SharedDevice(Rc::new(RefCell::new(SimDevice::new(DEVICE_SECTORS, 2))));
+        let device = SharedDevice::new(2);
         server
             .switch_to_log(device.clone(), LogConfig::default())
             .expect("switch");
@@ -534,10 +495,7 @@ fn crash_at_every_device_operation_of_the_switch() {
             let mut server = scenario.volatile_server();
             scenario.volatile_traffic(&mut server);
             let expected = server.engine().store.export();
-            let device = SharedDevice(Rc::new(RefCell::new(SimDevice::new(
-                DEVICE_SECTORS,
-                crash_at,
-            ))));
+            let device = SharedDevice::new(crash_at);
             device.0.borrow_mut().arm_crash_after_operations(crash_at);
             let switched = server
                 .switch_to_log(device.clone(), LogConfig::default())
@@ -595,7 +553,7 @@ fn crash_right_after_the_switch_delivers_queued_replies_once() {
     let mut scenario = Scenario::new();
     let mut server = scenario.volatile_server();
     let before = scenario.volatile_traffic(&mut server);
-    let device = SharedDevice(Rc::new(RefCell::new(SimDevice::new(DEVICE_SECTORS, 3))));
+    let device = SharedDevice::new(3);
     server
         .switch_to_log(device.clone(), LogConfig::default())
         .expect("switch");
@@ -609,20 +567,12 @@ fn crash_right_after_the_switch_delivers_queued_replies_once() {
         scenario.dom0.pull();
         scenario.guest.pull();
     }
-    for req_id in &before.queued_reads {
-        scenario.dom0.assert_ok(*req_id);
-    }
+    scenario.dom0.assert_all_ok(&before.queued_reads);
     scenario.guest.assert_ok(before.partial_req_id);
-    scenario.dom0.assert_each_reply_once();
-    scenario.guest.assert_each_reply_once();
-    assert!(
-        scenario
-            .guest
-            .events
-            .iter()
-            .any(|path| path.ends_with("/w/straddling")),
-        "the watch fires for the write completed after recovery: {:?}",
-        scenario.guest.events
+    scenario.assert_each_reply_once();
+    scenario.guest.assert_event(
+        "/w/straddling",
+        "the watch fires for the write completed after recovery",
     );
 }
 
@@ -643,7 +593,7 @@ fn injected_crash_at_every_point_recovers_cleanly() {
         let mut server = scenario.volatile_server();
         let before = scenario.volatile_traffic(&mut server);
         scenario.guest.send_bytes(&before.partial_rest);
-        let device = SharedDevice(Rc::new(RefCell::new(SimDevice::new(DEVICE_SECTORS, 4))));
+        let device = SharedDevice::new(4);
         server
             .switch_to_log(device.clone(), LogConfig::default())
             .expect("switch");
@@ -661,14 +611,13 @@ fn injected_crash_at_every_point_recovers_cleanly() {
         scenario.guest.pull();
         assert_eq!(scenario.guest.reply(refused).unwrap().1, MessageType::Error);
         assert!(server.armed_crash().is_none());
-        let arm = scenario.dom0.send(
+        scenario.dom0.request_ok(
+            &mut server,
+            1,
             MessageType::Control,
             0,
             format!("inject-crash\x001\0{name}\0").as_bytes(),
         );
-        steps(&mut server, 1);
-        scenario.dom0.pull();
-        scenario.dom0.assert_ok(arm);
         assert!(server.armed_crash().is_some(), "{name}");
         let write = scenario
             .dom0
@@ -704,12 +653,12 @@ fn injected_crash_at_every_point_recovers_cleanly() {
 fn mode_none_never_switches() {
     let scenario = Scenario::new();
     let mut server: VolatileServer = Server::new(
-        platform(&scenario.world, &scenario.clock),
+        SimPlatform::new(&scenario.world, &scenario.clock),
         StoreEngine::new(xenstore_store::Config::default()),
         SwitchableJournal::Disabled,
         Config::default(),
     );
-    let device = SharedDevice(Rc::new(RefCell::new(SimDevice::new(DEVICE_SECTORS, 5))));
+    let device = SharedDevice::new(5);
     assert!(matches!(
         server.switch_to_log(device.clone(), LogConfig::default()),
         Err(xenstore_server::switch::SwitchError::PersistenceNone)

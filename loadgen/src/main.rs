@@ -9,7 +9,7 @@
 //!                  [--node-owner guest|dom0] [--lab]
 //! xenstore-loadgen --spawn-rxenstored PATH [--persistence none|crash-resilient|both] ...
 //! xenstore-loadgen --crash-client LABEL [--socket PATH | --device PATH] [--prefix PATH]
-//!                  [--keys N] [--tx-every N] [--rounds N] [--pace-ms MS]
+//!                  [--keys N] [--tx-every N] [--rounds N] [--pace-ms MS] [--ack-every N]
 //!                  [--reply-timeout SECS] [--event-grace SECS]
 //! ```
 //!
@@ -63,6 +63,8 @@ crash client options:
   --tx-every N               a transaction every N rounds (default 4; 0 = none)
   --rounds N                 stop after N rounds (default 0: when <prefix>/stop appears)
   --pace-ms MS               pause between rounds (default 0)
+  --ack-every N              acknowledgements as one snapshot line every N rounds (default 1:
+                             a line per acknowledged change)
   --reply-timeout SECS       bound on every reply (default 60)
   --event-grace SECS         wait this long at the end for owed watch events (default 30)
 ";
@@ -114,6 +116,7 @@ fn parse(arguments: &[String]) -> Result<Options, String> {
         reply_timeout: Duration::from_secs(60),
         rounds_max: 0,
         pace: Duration::ZERO,
+        ack_every: 1,
         event_grace: Duration::from_secs(30),
     };
     let mut iter = arguments.iter();
@@ -143,6 +146,7 @@ fn parse(arguments: &[String]) -> Result<Options, String> {
             "--tx-every" => crash.tx_every = number(value()?)?,
             "--rounds" => crash.rounds_max = number(value()?)?,
             "--pace-ms" => crash.pace = Duration::from_millis(number(value()?)?),
+            "--ack-every" => crash.ack_every = number(value()?)?.max(1),
             "--reply-timeout" => {
                 crash.reply_timeout = Duration::from_secs(number(value()?)?.max(1));
             }

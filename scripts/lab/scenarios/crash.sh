@@ -26,7 +26,10 @@
 # Settings (/lab/crash.env, from the host's environment by build-overlay.sh):
 #   LAB_CRASH_INJECT (30), LAB_CRASH_GUESTS (2), LAB_CRASH_COUNT_MAX (60),
 #   LAB_CRASH_POINTS ("before-append after-append after-sync after-reply random"),
-#   LAB_CRASH_SEED (the boot's uptime).
+#   LAB_CRASH_SEED (the boot's uptime), LAB_CRASH_XL_ARGS (extra `xl create` options of the
+#   guests, e.g. `hap=0`), LAB_CRASH_PACE_MS (20: guests' pause between rounds),
+#   LAB_CRASH_ACK_EVERY (1: a console line per acknowledged change; N: a snapshot line every N
+#   rounds).
 set -uo pipefail
 # shellcheck source=SCRIPTDIR/../dom0/lib.sh
 . /lab/lib.sh
@@ -37,7 +40,8 @@ injections="${LAB_CRASH_INJECT:-30}"
 guests="${LAB_CRASH_GUESTS:-2}"
 count_max="${LAB_CRASH_COUNT_MAX:-60}"
 read -r -a points <<<"${LAB_CRASH_POINTS:-before-append after-append after-sync after-reply random}"
-RANDOM="${LAB_CRASH_SEED:-$(cut -d. -f2 /proc/uptime)}"
+seed="${LAB_CRASH_SEED:-$(awk '{ printf "%d", $1 * 100 }' /proc/uptime)}"
+RANDOM="$seed"
 loadgen=/lab/bin/loadgen
 work=/tmp/crash
 rm -rf "$work"
@@ -64,15 +68,15 @@ milliseconds() { awk -v start="$1" -v end="$2" 'BEGIN { printf "%.0f", (end - st
 xs_domid="$(xenstore-read /tool/xenstored/domid 2>/dev/null || echo 0)"
 scenario_marker="lab-crash-scenario-start-$$"
 echo "$scenario_marker" >/dev/kmsg
-lab_emit "LAB-INFO crash xenstore $server (domid $xs_domid); $injections injections requested, $guests guests"
+lab_emit "LAB-INFO crash xenstore $server (domid $xs_domid); $injections injections requested, $guests guests; LAB_CRASH_SEED=$seed"
 
 # Xen's console ring (the stub domain's (d<n>) lines) is drained into a file all along:
 # `xl dmesg -c` reads and clears it, so nothing is lost to the ring wrapping.
 xen_console="$work/xen-console.log"
 : >"$xen_console"
+drain_xen_console() { xl dmesg -c >>"$xen_console" 2>/dev/null; }
 (while :; do drain_xen_console; sleep 1; done) &
 dmesg_pid=$!
-drain_xen_console() { xl dmesg -c >>"$xen_console" 2>/dev/null; }
 restarts_seen() { grep -a "(d$xs_domid)" "$xen_console" | grep -c "warm restart [0-9]*: serving again"; }
 cleanup() {
     kill "$dmesg_pid" 2>/dev/null
@@ -85,17 +89,22 @@ trap cleanup EXIT
 lab_emit "LAB-STEP crash starting $guests guests with the crash client"
 for index in $(seq 1 "$guests"); do
     name="crash-$index"
-    if ! timeout 180 xl create /lab/xl/lab-guest-pvh.cfg "name=\"$name\"" \
-        "cmdline=\"console=hvc0 quiet lab.crash=$name lab.crash_args=--pace-ms+20+--reply-timeout+60\"" \
+    created="$(lab_now)"
+    # shellcheck disable=SC2086 # LAB_CRASH_XL_ARGS: extra xl options, one word each
+    if ! timeout 180 xl create /lab/xl/lab-guest-pvh.cfg "name=\"$name\"" ${LAB_CRASH_XL_ARGS:-} \
+        "cmdline=\"console=hvc0 quiet lab.crash=$name lab.crash_args=--pace-ms+${LAB_CRASH_PACE_MS:-20}+--ack-every+${LAB_CRASH_ACK_EVERY:-1}+--reply-timeout+60\"" \
         >"$work/create-$name.log" 2>&1; then
         cat "$work/create-$name.log"
         give_up "xl create $name failed"
     fi
+    lab_emit "LAB-STEP crash $name created (domid $(xl domid "$name" 2>/dev/null)) in $(lab_since "$created") s"
 done
 for index in $(seq 1 "$guests"); do
     log="$(lab_guest_console_log "crash-$index")"
-    lab_wait 180 grep -q "CC crash-$index start" "$log" ||
-        { tail -n 20 "$log"; give_up "crash-$index: no 'CC crash-$index start' on its console within 180 s"; }
+    if ! lab_wait 180 grep -q "CC crash-$index start" "$log"; then
+        tr -d '\r' <"$log" 2>/dev/null | tail -n 12 | while IFS= read -r line; do lab_emit "LAB-LOG crash crash-$index console: $line"; done
+        give_up "crash-$index: no 'CC crash-$index start' on its console within 180 s"
+    fi
 done
 lab_emit "LAB-INFO crash guests up: $(for index in $(seq 1 "$guests"); do printf 'crash-%s=domid%s ' "$index" "$(xl domid "crash-$index")"; done)"
 
@@ -218,19 +227,35 @@ for position in "${!clients[@]}"; do
         < <(grep "^CC $label violation " "$log")
     grep -q "^CC $label final ok" "$log" || violation "$label: no successful final round trip"
     grep -q "^CC $label done" "$log" || violation "$label: no done line"
-    # Every acknowledged key holds its acknowledged value or a later one.
+    # Every acknowledged key holds its acknowledged value or a later one. The record is per
+    # change (`ack k3 57`, `tx-ack 56`) or snapshots (`acks k0=.. k1=.. tx=..`); "tx" stands
+    # for the transaction pair.
+    tx_acked=0
     while read -r key acked; do
+        if [ "$key" = tx ]; then tx_acked="$acked"; continue; fi
         value="$(timeout 60 xenstore-read "$prefix/$key" 2>&1)"
         if ! [[ "$value" =~ ^[0-9]+$ ]] || [ "$value" -lt "$acked" ]; then
             violation "$label: $prefix/$key = '$value' but $acked was acknowledged (lost write)"
         fi
-    done < <(awk -v label="$label" '$1 == "CC" && $2 == label && $3 == "ack" { last[$4] = $5 }
-        END { for (key in last) print key, last[key] }' "$log")
-    acks="$(grep -c "^CC $label ack " "$log")"
-    tx_acked="$(awk -v label="$label" '$1 == "CC" && $2 == label && $3 == "tx-ack" { last = $4 } END { print last + 0 }' "$log")"
-    tx_count="$(grep -c "^CC $label tx-ack " "$log")"
+    done < <(awk -v label="$label" '
+        $1 != "CC" || $2 != label { next }
+        $3 == "ack" && $5 + 0 > last[$4] { last[$4] = $5 + 0 }
+        $3 == "tx-ack" && $4 + 0 > tx { tx = $4 + 0 }
+        $3 == "acks" {
+            for (i = 4; i <= NF; i++) {
+                split($i, pair, "=")
+                if (pair[1] == "tx") { if (pair[2] + 0 > tx) tx = pair[2] + 0 }
+                else if (pair[2] + 0 > last[pair[1]]) last[pair[1]] = pair[2] + 0
+            }
+        }
+        END { for (key in last) print key, last[key]; print "tx", tx + 0 }' "$log")
+    done_line="$(grep "^CC $label done" "$log" | tail -n 1)"
+    acks="$(sed -n 's/.* acks=\([0-9]*\).*/\1/p' <<<"$done_line")"
+    [ -n "$acks" ] || acks="$(grep -c "^CC $label ack " "$log")"
+    tx_count="$(sed -n 's/.* tx=\([0-9]*\).*/\1/p' <<<"$done_line")"
+    tx_count="${tx_count:-0}"
     eagain="$(grep -c "^CC $label tx-eagain " "$log")"
-    if [ "$tx_count" -gt 0 ]; then
+    if [ "$tx_acked" -gt 0 ]; then
         a="$(timeout 60 xenstore-read "$prefix/tx/a" 2>&1)" b="$(timeout 60 xenstore-read "$prefix/tx/b" 2>&1)"
         if [ "$a" != "$b" ]; then
             violation "$label: transaction pair differs: tx/a=$a tx/b=$b (not atomic)"
@@ -239,7 +264,7 @@ for position in "${!clients[@]}"; do
         fi
     fi
     total_acks=$((total_acks + acks)) total_tx=$((total_tx + tx_count)) total_eagain=$((total_eagain + eagain))
-    line="$label: $acks acknowledged writes, $tx_count commits, $eagain EAGAIN retries; $(grep "^CC $label done" "$log" | tail -n 1 | cut -d' ' -f4-)"
+    line="$label: $acks acknowledged writes, $tx_count commits, $eagain EAGAIN retries; ${done_line#CC "$label" }"
     echo "$line"
     lab_emit "LAB-INFO crash client $line"
 done

@@ -3,7 +3,9 @@
 //! every acknowledged change as a line on stdout (a guest's console, i.e. dom0's xenconsoled
 //! log), so that the checker in dom0 holds a record outside the store.
 //!
-//! Under `<prefix>` (default `/local/domain/<own domid>/data/crash`) it loops:
+//! With `wait_for` it first polls (READ every 0.5 s) until that node exists, so that the lab
+//! can create every guest before any of them starts its load. Then, under `<prefix>`
+//! (default `/local/domain/<own domid>/data/crash`), it loops:
 //! - a plain WRITE of `k<i>` = `<seq>` (i = seq mod keys), then a READ of it that must return
 //!   `<seq>` (nobody else writes there): `CC <label> ack k<i> <seq>`;
 //! - every `tx_every` rounds, a transaction writing `tx/a` and `tx/b` = `<seq>`; EAGAIN at any
@@ -58,6 +60,8 @@ pub struct CrashParams {
     pub ack_every: u64,
     /// How long to wait at the end for watch events to catch up.
     pub event_grace: Duration,
+    /// Start only once this node exists (relative paths: below the domain's home).
+    pub wait_for: Option<String>,
 }
 
 /// What went wrong with the crash client itself (not a violation: the run could not start).
@@ -76,6 +80,9 @@ impl std::fmt::Display for CrashError {
 }
 
 impl std::error::Error for CrashError {}
+
+/// Longest wait for the `wait_for` node.
+const WAIT_FOR_MAX: Duration = Duration::from_secs(600);
 
 /// Watch token of the watcher connection.
 const TOKEN: &str = "crash-check";
@@ -304,6 +311,19 @@ pub fn run(params: &CrashParams) -> Result<u64, CrashError> {
             )
         }
     };
+    if let Some(go) = &params.wait_for {
+        println!("CC {} waiting for {go}", params.label);
+        let deadline = Instant::now() + WAIT_FOR_MAX;
+        loop {
+            match client.request(op::READ, 0, &strings(&[go])) {
+                Ok(_) => break,
+                Err(error) if error.errno() == Some("ENOENT") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(error) => return Err(CrashError::Setup(error)),
+            }
+        }
+    }
     // A clean start: nothing of an earlier run counts (`stop` especially).
     match client.request(op::RM, 0, &strings(&[&prefix])) {
         Ok(_) => {}

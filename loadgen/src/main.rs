@@ -10,7 +10,7 @@
 //! xenstore-loadgen --spawn-rxenstored PATH [--persistence none|crash-resilient|both] ...
 //! xenstore-loadgen --crash-client LABEL [--socket PATH | --device PATH] [--prefix PATH]
 //!                  [--keys N] [--tx-every N] [--rounds N] [--pace-ms MS] [--ack-every N]
-//!                  [--reply-timeout SECS] [--event-grace SECS]
+//!                  [--reply-timeout SECS] [--event-grace SECS] [--wait-for PATH]
 //! ```
 //!
 //! Socket: `--socket`, else `$XENSTORED_PATH`, else `$XENSTORED_RUNDIR/socket`, else
@@ -66,6 +66,7 @@ crash client options:
   --ack-every N              acknowledgements as one snapshot line every N rounds (default 1:
                              a line per acknowledged change)
   --reply-timeout SECS       bound on every reply (default 60)
+  --wait-for PATH            start once PATH exists (polled, up to 600 s)
   --event-grace SECS         wait this long at the end for owed watch events (default 30)
 ";
 
@@ -118,6 +119,7 @@ fn parse(arguments: &[String]) -> Result<Options, String> {
         pace: Duration::ZERO,
         ack_every: 1,
         event_grace: Duration::from_secs(30),
+        wait_for: None,
     };
     let mut iter = arguments.iter();
     while let Some(flag) = iter.next() {
@@ -147,6 +149,7 @@ fn parse(arguments: &[String]) -> Result<Options, String> {
             "--rounds" => crash.rounds_max = number(value()?)?,
             "--pace-ms" => crash.pace = Duration::from_millis(number(value()?)?),
             "--ack-every" => crash.ack_every = number(value()?)?.max(1),
+            "--wait-for" => crash.wait_for = Some(value()?),
             "--reply-timeout" => {
                 crash.reply_timeout = Duration::from_secs(number(value()?)?.max(1));
             }

@@ -74,14 +74,15 @@ lab_emit "LAB-INFO crash xenstore $server (domid $xs_domid); $injections injecti
 # `xl dmesg -c` reads and clears it, so nothing is lost to the ring wrapping.
 xen_console="$work/xen-console.log"
 : >"$xen_console"
-drain_xen_console() { xl dmesg -c >>"$xen_console" 2>/dev/null; }
+# Bounded: xl may wait for the xenstore, which is down while the stub domain restarts.
+drain_xen_console() { timeout 5 xl dmesg -c >>"$xen_console" 2>/dev/null; }
 (while :; do drain_xen_console; sleep 1; done) &
 dmesg_pid=$!
 restarts_seen() { grep -a "(d$xs_domid)" "$xen_console" | grep -c "warm restart [0-9]*: serving again"; }
 cleanup() {
     kill "$dmesg_pid" 2>/dev/null
     [ -n "${cli_pid:-}" ] && kill "$cli_pid" 2>/dev/null
-    for index in $(seq 1 "$guests"); do xl destroy "crash-$index" >/dev/null 2>&1; done
+    for index in $(seq 1 "$guests"); do timeout 20 xl destroy "crash-$index" >/dev/null 2>&1; done
 }
 trap cleanup EXIT
 
@@ -175,7 +176,13 @@ if [ "$injections" -gt 0 ]; then
             sleep 0.1
         done
         if [ "$restarted" -ne 1 ]; then
-            violation "injection $round (inject-crash $count $point): no 'warm restart ... serving again' from domain $xs_domid within 60 s"
+            panics="$(grep -a "(d$xs_domid)" "$xen_console" | grep -c "PANIC")"
+            violation "injection $round (inject-crash $count $point): no 'warm restart ... serving again' from domain $xs_domid within 60 s ($panics PANIC lines from it so far)"
+            grep -a "(d$xs_domid)" "$xen_console" | grep -A2 "PANIC" | tail -n 3 | tr -d '\r' |
+                while IFS= read -r line; do lab_emit "LAB-INFO crash stub domain: $line"; done
+            if ! timeout 10 xenstore-read /tool/xenstored/domid >/dev/null 2>&1; then
+                give_up "the xenstore does not answer any more after injection $round: no warm restart"
+            fi
             continue
         fi
         if ! timeout 60 xenstore-read /tool/xenstored/domid >/dev/null 2>&1; then

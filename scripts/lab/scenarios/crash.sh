@@ -42,6 +42,9 @@ count_max="${LAB_CRASH_COUNT_MAX:-60}"
 read -r -a points <<<"${LAB_CRASH_POINTS:-before-append after-append after-sync after-reply random}"
 seed="${LAB_CRASH_SEED:-$(awk '{ printf "%d", $1 * 100 }' /proc/uptime)}"
 RANDOM="$seed"
+# Process substitution (`< <(...)`, used by the checker) needs /dev/fd, which the lab's dom0
+# (devtmpfs, no udev) lacks.
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 loadgen=/lab/bin/loadgen
 work=/tmp/crash
 rm -rf "$work"

@@ -151,10 +151,17 @@ xenstore-rm "$cli_prefix" 2>/dev/null
     while [ ! -e "$work/stop" ]; do
         seq_number=$((seq_number + 1))
         key="k$((seq_number % 4))"
-        if timeout 60 xenstore-write "$cli_prefix/$key" "$seq_number" 2>>"$work/dom0-cli.err"; then
+        if timeout 60 xenstore-write "$cli_prefix/$key" "$seq_number" 2>"$work/dom0-cli.err"; then
             echo "CC dom0-cli ack $key $seq_number"
         else
-            echo "CC dom0-cli violation xenstore-write $key $seq_number failed (rc=$?)"
+            rc=$?
+            # Killed by a signal (SIGSEGV: the dom0 corruption of docs/lab.md): not the server's
+            # doing, and unacknowledged, so nothing to check; counted and shown.
+            if [ "$rc" -gt 128 ] && [ "$rc" -ne 137 ]; then
+                echo "CC dom0-cli dom0-fault xenstore-write $key $seq_number died of signal $((rc - 128))"
+            else
+                echo "CC dom0-cli violation xenstore-write $key $seq_number failed (rc=$rc: $(tail -n 1 "$work/dom0-cli.err"))"
+            fi
         fi
     done
     if [ "$(timeout 60 xenstore-write "$cli_prefix/final" ok && timeout 60 xenstore-read "$cli_prefix/final")" = ok ]; then
@@ -261,6 +268,9 @@ for position in "${!clients[@]}"; do
     # The clients' own violations (duplicate/missing replies, lost events, errors).
     while IFS= read -r line; do violation "$label: ${line#CC "$label" violation }"; done \
         < <(grep "^CC $label violation " "$log")
+    grep "^CC $label dom0-fault " "$log" | head -n 5 | while IFS= read -r line; do
+        lab_emit "LAB-INFO crash dom0-fault ${line#CC }"
+    done
     grep -q "^CC $label final ok" "$log" || violation "$label: no successful final round trip"
     grep -q "^CC $label done" "$log" || violation "$label: no done line"
     # Every acknowledged key holds its acknowledged value or a later one. The record is per

@@ -69,7 +69,7 @@ fi
 {
     echo "# written by build-overlay.sh from the host's LAB_CRASH_* environment"
     for name in LAB_CRASH_INJECT LAB_CRASH_GUESTS LAB_CRASH_POINTS LAB_CRASH_COUNT_MAX LAB_CRASH_SEED LAB_CRASH_XL_ARGS \
-        LAB_CRASH_PACE_MS LAB_CRASH_ACK_EVERY; do
+        LAB_CRASH_PACE_MS LAB_CRASH_ACK_EVERY LAB_CRASH_BUSY; do
         if [ -n "${!name:-}" ]; then printf '%s=%q\n' "$name" "${!name}"; fi
     done
 } >"$staging/lab/crash.env"

@@ -101,6 +101,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Diagnostic (LAB_CRASH_BUSY=1): is the dom0 corruption of docs/lab.md tied to the xenstore?
+# One guest writes memory in a loop (no xenstore client); dom0 runs short-lived dynamically
+# linked programs for 90 s; the faults are counted. Exit 0 when none.
+if [ "${LAB_CRASH_BUSY:-0}" = 1 ]; then
+    timeout 180 xl create /lab/xl/lab-guest-pvh.cfg 'name="busy-1"' 'cmdline="console=hvc0 quiet lab.busy=1"' ||
+        give_up "xl create busy-1 failed"
+    lab_wait 180 grep -q LAB-GUEST-BUSY "$(lab_guest_console_log busy-1)" || give_up "busy-1 did not start"
+    busy_start="$(lab_now)" runs=0 failures=0
+    while awk -v start="$busy_start" -v now="$(lab_now)" 'BEGIN { exit !(now - start < 90) }'; do
+        runs=$((runs + 1))
+        if ! cut -d' ' -f1 /proc/uptime >/dev/null 2>&1 || ! awk 'BEGIN { exit 0 }'; then failures=$((failures + 1)); fi
+    done
+    faults="$(dmesg | sed -n "/$scenario_marker/,\$p" | grep -c -E 'segfault at|general protection fault')"
+    lab_emit "LAB-INFO crash busy-diagnostic: guest writing memory (no xenstore client), 90 s: $runs dom0 program pairs, $failures failed, $faults dom0 faults"
+    xl destroy busy-1
+    [ "$faults" -eq 0 ] && [ "$failures" -eq 0 ]
+    exit
+fi
+
 # 1. Guests: each runs the crash client from its initrd; its console is the record.
 lab_emit "LAB-STEP crash starting $guests guests with the crash client"
 for index in $(seq 1 "$guests"); do

@@ -435,3 +435,141 @@ pub fn run(params: &CrashParams) -> Result<u64, CrashError> {
     ));
     Ok(run.tally.violations)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The crash client against a small in-process xenstore on a Unix socket: no violation
+    //! from a correct one, a violation from one that acknowledges a write it did not apply.
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::PathBuf;
+
+    type Watches = Arc<Mutex<Vec<(String, String, Arc<Mutex<UnixStream>>)>>>;
+
+    fn packet(message_type: u32, req_id: u32, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for word in [message_type, req_id, 0, payload.len() as u32] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    /// Serves one connection; `drop_write` names a value whose WRITE is acknowledged but lost.
+    fn connection(
+        stream: UnixStream,
+        store: Arc<Mutex<HashMap<String, String>>>,
+        watches: Watches,
+        drop_write: Option<String>,
+    ) {
+        let mut reader = stream.try_clone().unwrap();
+        let writer = Arc::new(Mutex::new(stream));
+        loop {
+            let mut header = [0u8; 16];
+            if reader.read_exact(&mut header).is_err() {
+                return;
+            }
+            let word = |i: usize| u32::from_le_bytes(header[i * 4..i * 4 + 4].try_into().unwrap());
+            let mut payload = vec![0u8; word(3) as usize];
+            reader.read_exact(&mut payload).unwrap();
+            let (message_type, req_id) = (word(0), word(1));
+            let mut parts = payload.split(|byte| *byte == 0);
+            let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let rest = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let mut fired = Vec::new();
+            let reply = match message_type {
+                op::READ => match store.lock().unwrap().get(&path) {
+                    Some(value) => packet(op::READ, req_id, value.as_bytes()),
+                    None => packet(op::ERROR, req_id, b"ENOENT\0"),
+                },
+                op::WRITE => {
+                    let value = String::from_utf8_lossy(&payload[path.len() + 1..]).into_owned();
+                    if drop_write.as_deref() != Some(value.as_str()) {
+                        store.lock().unwrap().insert(path.clone(), value);
+                    }
+                    fired.push(path);
+                    packet(op::WRITE, req_id, b"OK\0")
+                }
+                op::RM => {
+                    store
+                        .lock()
+                        .unwrap()
+                        .retain(|key, _| !key.starts_with(&path));
+                    packet(op::RM, req_id, b"OK\0")
+                }
+                op::TRANSACTION_START => packet(op::TRANSACTION_START, req_id, b"1\0"),
+                op::TRANSACTION_END => packet(op::TRANSACTION_END, req_id, b"OK\0"),
+                op::WATCH => {
+                    watches
+                        .lock()
+                        .unwrap()
+                        .push((path.clone(), rest.clone(), writer.clone()));
+                    let ok = packet(op::WATCH, req_id, b"OK\0");
+                    writer.lock().unwrap().write_all(&ok).unwrap();
+                    let event = packet(op::WATCH_EVENT, 0, &strings(&[&path, &rest]));
+                    writer.lock().unwrap().write_all(&event).unwrap();
+                    continue;
+                }
+                _ => packet(op::ERROR, req_id, b"EINVAL\0"),
+            };
+            writer.lock().unwrap().write_all(&reply).unwrap();
+            for written in fired {
+                for (watched, token, target) in watches.lock().unwrap().iter() {
+                    if written.starts_with(watched.as_str()) {
+                        let event = packet(op::WATCH_EVENT, 0, &strings(&[&written, token]));
+                        let _ = target.lock().unwrap().write_all(&event);
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve(name: &str, drop_write: Option<&str>) -> PathBuf {
+        let directory =
+            std::env::temp_dir().join(format!("loadgen-crash-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("socket");
+        let listener = UnixListener::bind(&path).unwrap();
+        let store = Arc::new(Mutex::new(HashMap::new()));
+        let watches: Watches = Arc::new(Mutex::new(Vec::new()));
+        let drop_write = drop_write.map(str::to_string);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (store, watches, drop_write) =
+                    (store.clone(), watches.clone(), drop_write.clone());
+                std::thread::spawn(move || connection(stream.unwrap(), store, watches, drop_write));
+            }
+        });
+        path
+    }
+
+    fn params(socket: PathBuf) -> CrashParams {
+        CrashParams {
+            target: Target::Socket(socket),
+            label: "test".into(),
+            prefix: Some("/t/crash".into()),
+            keys: 4,
+            tx_every: 3,
+            reply_timeout: Duration::from_secs(5),
+            rounds_max: 24,
+            pace: Duration::ZERO,
+            ack_every: 1,
+            event_grace: Duration::from_secs(5),
+            wait_for: None,
+        }
+    }
+
+    #[test]
+    fn a_correct_server_gives_no_violation() {
+        assert_eq!(run(&params(serve("clean", None))).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_acknowledged_but_lost_write_is_a_violation() {
+        let violations = run(&params(serve("lossy", Some("13")))).unwrap();
+        assert!(violations >= 1, "{violations}");
+    }
+}

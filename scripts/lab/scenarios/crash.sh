@@ -295,9 +295,10 @@ for position in "${!clients[@]}"; do
     # Every acknowledged key holds its acknowledged value or a later one. The record is per
     # change (`ack k3 57`, `tx-ack 56`) or snapshots (`acks k0=.. k1=.. tx=..`); "tx" stands
     # for the transaction pair.
-    tx_acked=0
+    tx_acked=0 keys_checked=0
     while read -r key acked; do
         if [ "$key" = tx ]; then tx_acked="$acked"; continue; fi
+        keys_checked=$((keys_checked + 1))
         value="$(timeout 60 xenstore-read "$prefix/$key" 2>&1)"
         if ! [[ "$value" =~ ^[0-9]+$ ]] || [ "$value" -lt "$acked" ]; then
             violation "$label: $prefix/$key = '$value' but $acked was acknowledged (lost write)"
@@ -329,7 +330,7 @@ for position in "${!clients[@]}"; do
         fi
     fi
     total_acks=$((total_acks + acks)) total_tx=$((total_tx + tx_count)) total_eagain=$((total_eagain + eagain))
-    line="$label: $acks acknowledged writes, $tx_count commits, $eagain EAGAIN retries; ${done_line#CC "$label" }"
+    line="$label: $acks acknowledged writes, $tx_count commits, $eagain EAGAIN retries, $keys_checked keys checked in the store; ${done_line#CC "$label" }"
     echo "$line"
     lab_emit "LAB-INFO crash client $line"
 done

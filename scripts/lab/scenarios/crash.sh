@@ -352,7 +352,7 @@ kernel_lines="$(grep -a "(d$xs_domid)" "$xen_console" | grep "warm restart [0-9]
 if [ -n "$kernel_lines" ]; then
     read -r count median maximum < <(sed -n 's/.*serving again after \([0-9.]*\) ms.*/\1/p' <<<"$kernel_lines" |
         sort -n | awk '{ v[NR] = $1 } END { print NR, v[int((NR + 1) / 2)], v[NR] }')
-    lab_emit "LAB-INFO crash kernel: $count warm restarts; last: $(tail -n 1 <<<"$kernel_lines" | sed 's/^.*(d[0-9]*) //')"
+    lab_emit "LAB-INFO crash kernel: $(wc -l <<<"$kernel_lines") warm restarts, $count of them timed (p50 ${median:-?} ms, max ${maximum:-?} ms); last: $(tail -n 1 <<<"$kernel_lines" | sed 's/^.*(d[0-9]*) //')"
     lab_emit "LAB-BENCH $server crash-restart-kernel-p50 ${median:-0} ms"
     lab_emit "LAB-BENCH $server crash-restart-kernel-max ${maximum:-0} ms"
 fi

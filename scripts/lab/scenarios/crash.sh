@@ -204,7 +204,11 @@ if [ "$injections" -gt 0 ]; then
         armed="$(lab_now)"
         output="$(timeout 30 xenstore-control inject-crash "$count" "$point" 2>&1)"
         rc=$?
-        if [ "$rc" -ne 0 ]; then
+        if [ "$rc" -eq 124 ]; then
+            violation "injection $round: 'xenstore-control inject-crash $count $point' got no answer from $server within 30 s"
+            break
+        elif [ "$rc" -ne 0 ]; then
+            # The server answered XS_CONTROL with an error (C xenstored: "Command not supported").
             violation "inject-crash is not supported by $server: 'xenstore-control inject-crash $count $point' rc=$rc: $(tr '\n' ' ' <<<"$output")"
             break
         fi

@@ -91,6 +91,16 @@ impl Summary {
         }
     }
 
+    /// The Xen lab's lines (`scripts/lab/scenarios/bench.sh` turns `LAB-BENCH <metric> <value>
+    /// <unit>` into the server's `loadgen-<metric>` row).
+    pub fn lab_lines(&self, workload: &str) -> [String; 3] {
+        [
+            format!("LAB-BENCH {workload}-rate {:.0} req/s", self.rate),
+            format!("LAB-BENCH {workload}-p50 {} us", self.p50),
+            format!("LAB-BENCH {workload}-p99 {} us", self.p99),
+        ]
+    }
+
     /// One human-readable line.
     pub fn line(&self) -> String {
         format!(
@@ -128,6 +138,23 @@ mod tests {
         );
         assert_eq!(summary.requests, 100);
         assert!((summary.rate - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lab_lines_have_the_bench_sh_format() {
+        let mut samples = Samples::default();
+        for micros in 1..=100u64 {
+            samples.record(Duration::from_micros(micros));
+        }
+        let lines = Summary::of(samples, Duration::from_secs(2)).lab_lines("rw");
+        assert_eq!(
+            lines,
+            [
+                "LAB-BENCH rw-rate 50 req/s",
+                "LAB-BENCH rw-p50 50 us",
+                "LAB-BENCH rw-p99 99 us"
+            ]
+        );
     }
 
     #[test]

@@ -12,12 +12,20 @@
 //! - `rw`: plain write-then-read loops on per-client keys with values of `value_size` bytes.
 //! - `mixed`: half the clients run boot-storm cycles (create, connect, tear down) and half run
 //!   `rw`, for the duration.
+//!
+//! Node owners ([`NodeOwner`]): libxl creates a domain before writing its tree, so it can make
+//! the guest the owner of its frontend nodes. The simulated domains here do not exist, and
+//! C xenstored (4.17, since XSA-322) refuses SET_PERMS whose owner is not an existing domain
+//! with ENOENT (`domain_alloc_permrefs` marks the owner entry ignored, `do_set_perms` then
+//! fails); oxenstored and this project's server accept it. `--node-owner dom0` keeps the same
+//! requests but makes dom0 the owner and grants the guest access through ACL entries, which
+//! every server accepts for a missing domain (C xenstored ignores such entries). The Xen lab
+//! uses `dom0` against every server so that the numbers stay comparable.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::stats::Samples;
-use crate::wire::{Client, WireError, op, strings};
+use crate::wire::{Client, Target, WireError, op, strings};
 
 /// Reply timeout of every request.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,11 +64,41 @@ impl Workload {
     }
 }
 
+/// Who owns the simulated domains' nodes (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeOwner {
+    /// The guest owns its home and frontends, as with libxl and a real domain.
+    Guest,
+    /// dom0 owns everything; the guest is granted access by ACL entries.
+    Dom0,
+}
+
+impl NodeOwner {
+    /// Parses `guest` or `dom0`.
+    pub fn parse(text: &str) -> Option<NodeOwner> {
+        match text {
+            "guest" => Some(NodeOwner::Guest),
+            "dom0" => Some(NodeOwner::Dom0),
+            _ => None,
+        }
+    }
+
+    /// The permission list of a guest-side node of `domid` (home, frontend).
+    fn guest_side(self, domid: u32) -> [String; 2] {
+        match self {
+            NodeOwner::Guest => [format!("n{domid}"), "r0".to_string()],
+            NodeOwner::Dom0 => ["n0".to_string(), format!("b{domid}")],
+        }
+    }
+}
+
 /// Workload parameters.
 #[derive(Clone, Debug)]
 pub struct Params {
-    /// Socket of the xenstored under test.
-    pub socket: PathBuf,
+    /// The xenstored under test.
+    pub target: Target,
+    /// Owner of the simulated domains' nodes.
+    pub node_owner: NodeOwner,
     /// Client connections (threads).
     pub clients: u32,
     /// Domains created by boot-storm.
@@ -103,17 +141,22 @@ impl Timed<'_> {
     }
 }
 
-fn connect(socket: &Path) -> Result<Client, WireError> {
-    Ok(Client::connect(socket, REPLY_TIMEOUT)?)
+fn connect(target: &Target) -> Result<Client, WireError> {
+    Ok(Client::connect(target, REPLY_TIMEOUT)?)
 }
 
 const KINDS: [&str; 2] = ["vif", "vbd"];
 
 /// The toolstack transaction creating one domain's tree; returns after commit.
-fn create_domain(timed: &mut Timed<'_>, domid: u32, devices: u32) -> Result<(), WireError> {
+fn create_domain(
+    timed: &mut Timed<'_>,
+    domid: u32,
+    devices: u32,
+    owner: NodeOwner,
+) -> Result<(), WireError> {
     let home = format!("/local/domain/{domid}");
     let uuid = format!("00000000-0000-4000-8000-{domid:012x}");
-    let guest = format!("n{domid}");
+    let [guest_owner, guest_acl] = owner.guest_side(domid);
     let guest_reads = format!("r{domid}");
     for attempt in 1..=MAX_TX_ATTEMPTS {
         let reply = timed.call(op::TRANSACTION_START, 0, b"\0")?;
@@ -123,7 +166,7 @@ fn create_domain(timed: &mut Timed<'_>, domid: u32, devices: u32) -> Result<(), 
             .map_err(|_| WireError::Protocol("transaction id is not decimal".into()))?;
         let body = (|| -> Result<(), WireError> {
             timed.call(op::MKDIR, tx, &strings(&[&home]))?;
-            timed.set_perms(tx, &home, &[&guest, "r0"])?;
+            timed.set_perms(tx, &home, &[&guest_owner, &guest_acl])?;
             timed.write(tx, &format!("{home}/vm"), &format!("/vm/{uuid}"))?;
             timed.write(tx, &format!("{home}/name"), &format!("guest-{domid}"))?;
             timed.write(tx, &format!("{home}/domid"), &domid.to_string())?;
@@ -134,7 +177,7 @@ fn create_domain(timed: &mut Timed<'_>, domid: u32, devices: u32) -> Result<(), 
                     let frontend = format!("{home}/device/{kind}/{index}");
                     let backend = format!("/local/domain/0/backend/{kind}/{domid}/{index}");
                     timed.call(op::MKDIR, tx, &strings(&[&frontend]))?;
-                    timed.set_perms(tx, &frontend, &[&guest, "r0"])?;
+                    timed.set_perms(tx, &frontend, &[&guest_owner, &guest_acl])?;
                     timed.write(tx, &format!("{frontend}/backend"), &backend)?;
                     timed.write(tx, &format!("{frontend}/backend-id"), "0")?;
                     timed.write(tx, &format!("{frontend}/state"), "1")?;
@@ -169,7 +212,7 @@ fn create_domain(timed: &mut Timed<'_>, domid: u32, devices: u32) -> Result<(), 
         })();
         match body {
             Ok(()) => {}
-            Err(WireError::Server(name)) if name == "EAGAIN" => {
+            Err(error) if error.errno() == Some("EAGAIN") => {
                 let _ = timed.call(op::TRANSACTION_END, tx, b"F\0");
                 timed.samples.eagain_retries += 1;
                 continue;
@@ -184,13 +227,16 @@ fn create_domain(timed: &mut Timed<'_>, domid: u32, devices: u32) -> Result<(), 
                 timed.samples.transactions += 1;
                 return Ok(());
             }
-            Err(WireError::Server(name)) if name == "EAGAIN" && attempt < MAX_TX_ATTEMPTS => {
+            Err(error) if error.errno() == Some("EAGAIN") && attempt < MAX_TX_ATTEMPTS => {
                 timed.samples.eagain_retries += 1;
             }
             Err(error) => return Err(error),
         }
     }
-    Err(WireError::Server("EAGAIN".into()))
+    Err(WireError::Server {
+        errno: "EAGAIN".into(),
+        request: format!("domain {domid}'s transaction, {MAX_TX_ATTEMPTS} attempts"),
+    })
 }
 
 /// Watches each backend's state, moves it to connected (4) as a backend would, and waits
@@ -239,7 +285,7 @@ fn destroy_domain(timed: &mut Timed<'_>, domid: u32) -> Result<(), WireError> {
 }
 
 fn boot_one(timed: &mut Timed<'_>, domid: u32, params: &Params) -> Result<(), WireError> {
-    create_domain(timed, domid, params.devices)?;
+    create_domain(timed, domid, params.devices, params.node_owner)?;
     connect_devices(timed, domid, params.devices)?;
     if params.teardown {
         destroy_domain(timed, domid)?;
@@ -250,7 +296,7 @@ fn boot_one(timed: &mut Timed<'_>, domid: u32, params: &Params) -> Result<(), Wi
 fn boot_storm_client(params: &Params, index: u32) -> Result<Samples, WireError> {
     let mut samples = Samples::default();
     let mut timed = Timed {
-        client: connect(&params.socket)?,
+        client: connect(&params.target)?,
         samples: &mut samples,
     };
     let mut domid = params.first_domid + index;
@@ -264,7 +310,7 @@ fn boot_storm_client(params: &Params, index: u32) -> Result<Samples, WireError> 
 fn rw_client(params: &Params, index: u32, until: Instant) -> Result<Samples, WireError> {
     let mut samples = Samples::default();
     let mut timed = Timed {
-        client: connect(&params.socket)?,
+        client: connect(&params.target)?,
         samples: &mut samples,
     };
     let value = "v".repeat(params.value_size);
@@ -284,7 +330,7 @@ fn rw_client(params: &Params, index: u32, until: Instant) -> Result<Samples, Wir
 fn storm_cycles_client(params: &Params, index: u32, until: Instant) -> Result<Samples, WireError> {
     let mut samples = Samples::default();
     let mut timed = Timed {
-        client: connect(&params.socket)?,
+        client: connect(&params.target)?,
         samples: &mut samples,
     };
     let cycle_params = Params {

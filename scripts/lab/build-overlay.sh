@@ -9,7 +9,9 @@
 #   /lab/guest/vmlinuz, /lab/guest/initrd.cpio.gz    the tiny PVH guest
 #   /lab/stubdom/kernel        the project's xenstore stub domain kernel, if one is found
 #   /lab/bin/rxenstored        the project's hosted daemon, if built
-#   /lab/bin/loadgen           the project's load generator, if LAB_LOADGEN names one
+#   /lab/bin/loadgen           the project's load generator, if LAB_LOADGEN names one (also put
+#                              into the guest initrd as /bin/xenstore-loadgen for scenario e)
+#   /lab/crash.env             scenario e's settings (LAB_CRASH_* from the host environment)
 #   /lab/bin/xenstore-ramdisk  the RAM disk attach tool (scripts/xenstore-ramdisk)
 # Stub domain kernel: $LAB_STUBDOM_KERNEL, else the default build output (lib.sh).
 set -euo pipefail
@@ -36,6 +38,11 @@ mkdir -p "$guest/bin" "$guest/proc" "$guest/dev"
 install -m 0755 "$base/busybox" "$guest/bin/busybox"
 ln -s busybox "$guest/bin/sh"
 install -m 0755 "$LAB_DIR/guest/init" "$guest/init"
+if [ -n "${LAB_LOADGEN:-}" ]; then
+    [ -f "$LAB_LOADGEN" ] || lab_die "LAB_LOADGEN=$LAB_LOADGEN does not exist"
+    strip --strip-debug -o "$guest/bin/xenstore-loadgen" "$LAB_LOADGEN"
+    chmod 0755 "$guest/bin/xenstore-loadgen"
+fi
 (cd "$guest" && find . | cpio -o -H newc --quiet) | gzip -1 >"$staging/lab/guest/initrd.cpio.gz"
 rm -rf "$guest"
 
@@ -59,5 +66,14 @@ if [ -n "${LAB_LOADGEN:-}" ]; then
     [ -f "$LAB_LOADGEN" ] || lab_die "LAB_LOADGEN=$LAB_LOADGEN does not exist"
     install_stripped 0755 "$LAB_LOADGEN" "$staging/lab/bin/loadgen"
 fi
+
+# Scenario e's settings travel in the overlay (dom0's kernel command line is boot.sh's).
+{
+    echo "# written by build-overlay.sh from the host's LAB_CRASH_* environment"
+    for name in LAB_CRASH_INJECT LAB_CRASH_GUESTS LAB_CRASH_POINTS LAB_CRASH_COUNT_MAX LAB_CRASH_SEED LAB_CRASH_XL_ARGS \
+        LAB_CRASH_PACE_MS LAB_CRASH_ACK_EVERY LAB_CRASH_BUSY; do
+        if [ -n "${!name:-}" ]; then printf '%s=%q\n' "$name" "${!name}"; fi
+    done
+} >"$staging/lab/crash.env"
 
 (cd "$staging" && find . -mindepth 1 | cpio -o -H newc --quiet) >"$output"

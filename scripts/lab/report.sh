@@ -53,8 +53,10 @@ while read -r kind label rest; do
             if grep -sq '^LAB-RESULT xenstore-start SKIP' "$control"; then verdict=SKIP; fi
         fi
         printf '%-4s %-24s %-5s %s\n' "$label" "$scenario@$xenstore" "$verdict" "$detail"
-        # Retries of toolstack flakes (dom0/lib.sh) and guest crashes are shown, never hidden.
-        grep -s -E "^LAB-INFO $scenario (retry|guest-crashed)" "$control" | sed 's/^LAB-INFO /     note: /' || true
+        # Retries of toolstack flakes (dom0/lib.sh) and guest crashes are shown, never hidden;
+        # so are the load generator's server difference (d) and the crash verdict (e).
+        grep -s -E "^LAB-INFO $scenario (retry|guest-crashed|loadgen-node-owner)" "$control" | sed 's/^LAB-INFO /     note: /' || true
+        grep -s -E "^LAB-INFO crash-summary $xenstore " "$control" | sed "s/^LAB-INFO crash-summary $xenstore /     /" || true
         case "$verdict" in
         PASS) passed=$((passed + 1)) ;;
         SKIP) skipped=$((skipped + 1)) ;;
@@ -111,6 +113,22 @@ if [ "${#bench_files[@]}" -gt 0 ] && grep -qs '^LAB-BENCH ' "${bench_files[@]}";
             }
         }'
 fi
+
+# Scenario e: the crash record of each boot that ran it (dom0's view and Xen's serial log).
+for xenstore in $(awk '$1 == "expect" && $4 == "crash" { print $3 }' "$plan" | uniq); do
+    control="$LAB_OUT/$xenstore/control.log"
+    echo
+    echo "== Xen lab: crash (e) [$xenstore] =="
+    grep -s -E '^LAB-INFO crash(-summary)? ' "$control" | grep -v ' crash violation ' | sed 's/^LAB-INFO //' || true
+    violation_lines="$(grep -s -c '^LAB-INFO crash violation ' "$control" || true)"
+    if [ "${violation_lines:-0}" -gt 0 ]; then
+        echo "violations ($violation_lines, first 20):"
+        grep -s '^LAB-INFO crash violation ' "$control" | head -n 20 | sed 's/^LAB-INFO crash violation /  /'
+    fi
+    serial_restarts="$(grep -a -c 'warm restart [0-9]*: serving again' "$LAB_OUT/$xenstore/serial.log" 2>/dev/null || true)"
+    echo "stub domain 'warm restart N: serving again' lines in $LAB_OUT/$xenstore/serial.log: ${serial_restarts:-0}"
+    grep -a 'warm restart [0-9]*: serving again' "$LAB_OUT/$xenstore/serial.log" 2>/dev/null | tail -n 3 | tr -d '\r' | sed 's/^/  /' || true
+done
 
 for xenstore in $failed_boots; do
     out="$LAB_OUT/$xenstore"

@@ -7,9 +7,13 @@
 #   2. request loop: $LAB_OPS writes and reads through /dev/xen/xenbus (and the Unix socket for
 #      daemons) with bench-xs.py, a raw wire-protocol client
 #   3. CLI loop: 50 xenstore-write + xenstore-read invocations (what shell scripts pay)
-#   4. hook: /lab/bin/loadgen (the project's load generator, from LAB_LOADGEN on the host) is run
-#      with LAB_XENSTORE and LAB_OPS in its environment; every `LAB-BENCH <metric> <value> <unit>`
-#      line it prints is reported as `loadgen-<metric>` of this server.
+#   4. the project's load generator (/lab/bin/loadgen = xenstore-loadgen, built by `run` or
+#      LAB_LOADGEN on the host) through /dev/xen/xenbus, the path every server offers:
+#      boot-storm, rw and mixed with `--lab`; every `LAB-BENCH <metric> <value> <unit>` line it
+#      prints is reported as `loadgen-<metric>` of this server. The simulated domains
+#      (domid 1000+, never real ones) get dom0-owned nodes (`--node-owner dom0`): C xenstored
+#      refuses a non-existent domain as a node's owner (SET_PERMS -> ENOENT); one boot-storm
+#      domain with guest-owned nodes is tried first and its outcome reported as LAB-INFO.
 # Results are LAB-BENCH lines; the host's report.sh tabulates them across servers.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../dom0/lib.sh
@@ -66,8 +70,17 @@ xenstore-rm /lab-bench/cli
 
 if [ -x /lab/bin/loadgen ]; then
     lab_emit "LAB-STEP bench loadgen"
-    LAB_XENSTORE="$server" LAB_OPS="$ops" timeout 300 /lab/bin/loadgen >/tmp/loadgen.out 2>&1 ||
-        { tail -n 20 /tmp/loadgen.out; fail "loadgen failed"; }
+    loadgen=(/lab/bin/loadgen --device /dev/xen/xenbus --first-domid 1000)
+    # The server difference, recorded: guest-owned nodes for a domain that does not exist.
+    if probe="$(timeout 60 "${loadgen[@]}" --workload boot-storm --domains 1 --clients 1 --node-owner guest 2>&1)"; then
+        lab_emit "LAB-INFO bench loadgen-node-owner-guest accepted"
+    else
+        lab_emit "LAB-INFO bench loadgen-node-owner-guest refused: $(tail -n 1 <<<"$probe")"
+    fi
+    timeout 300 "${loadgen[@]}" --lab --node-owner dom0 --workload all \
+        --domains 32 --clients 4 --duration 3 \
+        >/tmp/loadgen.out 2>&1 || { tail -n 20 /tmp/loadgen.out; fail "loadgen failed"; }
+    grep -v '^LAB-' /tmp/loadgen.out
     sed -n 's/^LAB-BENCH \([^ ]*\) /\1 /p' /tmp/loadgen.out | while read -r metric value unit; do
         bench "loadgen-$metric $value $unit"
     done

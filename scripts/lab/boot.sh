@@ -27,7 +27,7 @@ timeout_seconds="${LAB_TIMEOUT:-1200}"
 cat "$base/dom0-base.cpio" "$overlay" >"$out/dom0.cpio"
 
 dom0_mem="${LAB_DOM0_MEM:-700M}"
-xen_args="console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=$dom0_mem,,max:$dom0_mem noreboot smap=0 ${LAB_XEN_ARGS:-}"
+xen_args="console=com1 com1=115200,8n1 conring_size=4M loglvl=all guest_loglvl=all dom0_mem=$dom0_mem,,max:$dom0_mem noreboot smap=0 ${LAB_XEN_ARGS:-}"
 # A comma would end the multiboot module string of -initrd: the scenario list uses "+".
 dom0_args="console=hvc0 earlyprintk=xen lab.xenstore=$xenstore lab.scenarios=${scenarios//,/+}"
 dom0_args+=" lab.guests=${LAB_GUESTS:-3} lab.ops=${LAB_OPS:-500} lab.stubdom_mb=${LAB_STUBDOM_MB:-8} lab.stubdom_wait=${LAB_STUBDOM_WAIT:-60}"

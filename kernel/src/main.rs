@@ -495,21 +495,19 @@ fn xen_platform_init(
     let dom0_remote_port = boot_info
         .option("--event")
         .and_then(|port| port.parse::<u32>().ok());
-    if let Some(warm_boot) = warm_boot {
+    let startup = service::Startup {
+        dom0_remote_port,
+        own_domid,
+        dom_exc_port,
+        entry_tsc,
+        log_setup,
+        warm_boot,
+        blkfront_enabled: boot_info.option("--blkfront") != Some("off"),
+    };
+    if startup.warm_boot.is_some() {
         // The checks and first looks of a cold boot are skipped: the restart time counts.
         info!("platform ready again: recovering the xenstore server from the log");
-        service::run(
-            platform,
-            service::Startup {
-                dom0_remote_port,
-                own_domid,
-                dom_exc_port,
-                entry_tsc,
-                log_setup,
-                warm_boot: Some(warm_boot),
-                blkfront_enabled: boot_info.option("--blkfront") != Some("off"),
-            },
-        )
+        service::run(platform, startup)
     }
     log_domains();
     match dom0_remote_port {
@@ -554,18 +552,7 @@ fn xen_platform_init(
     evtchn_self_check(own_domid);
 
     info!("platform ready: starting the xenstore server");
-    service::run(
-        platform,
-        service::Startup {
-            dom0_remote_port,
-            own_domid,
-            dom_exc_port,
-            entry_tsc,
-            log_setup,
-            warm_boot: None,
-            blkfront_enabled: boot_info.option("--blkfront") != Some("off"),
-        },
-    )
+    service::run(platform, startup)
 }
 
 /// Maps dom0's grant a second time, compares, unmaps: proves map/unmap on this Xen.

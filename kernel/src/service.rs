@@ -247,9 +247,22 @@ pub struct LogSetup {
     pub ram_log: Option<(u64, u64)>,
 }
 
-/// Builds the server as the options say; true when dom0 must be introduced (not after a
-/// recovery: dom0's connection is in the log).
-fn create_server(platform: ServerPlatform, startup: &Startup) -> (KernelServer, bool) {
+/// The server [`create_server`] built, and what the main loop must know about how.
+struct Created {
+    server: KernelServer,
+    /// dom0 must be introduced (not after a recovery: dom0's connection is in the log).
+    introduce_dom0: bool,
+    /// The blkfront connection was resumed to recover from the disk: no handshake to run.
+    disk_resumed: bool,
+}
+
+/// Builds the server as the options say.
+fn create_server(platform: ServerPlatform, startup: &Startup) -> Created {
+    let created = |(server, introduce_dom0)| Created {
+        server,
+        introduce_dom0,
+        disk_resumed: false,
+    };
     let store_config = xenstore_store::image::Config {
         privileged_domid: Domid::DOM0,
         store_domid: Domid(startup.own_domid),
@@ -267,20 +280,25 @@ fn create_server(platform: ServerPlatform, startup: &Startup) -> (KernelServer, 
     };
     if !crash_resilient {
         info!("persistence: none (a panic halts the domain; nothing survives a restart)");
-        return (volatile(platform, SwitchableJournal::Disabled), true);
+        return created((volatile(platform, SwitchableJournal::Disabled), true));
     }
     let Some((base, size)) = setup.ram_log else {
         if setup.persistence.log_device != LogDeviceChoice::Vbd {
             error!("persistence: the RAM log device could not be set up");
         } else if startup.warm_boot.is_some() {
             // Warm restarts are enabled only once the server runs on the disk: recover from it.
-            return recover_from_disk(platform, store_config);
+            let (server, introduce_dom0) = recover_from_disk(platform, store_config);
+            return Created {
+                server,
+                introduce_dom0,
+                disk_resumed: true,
+            };
         }
         warn!(
             "persistence: crash-resilient, log device vbd: the state is VOLATILE until dom0 \
              attaches the log disk (a panic before that halts the domain and loses the store)"
         );
-        return (volatile(platform, SwitchableJournal::Volatile), true);
+        return created((volatile(platform, SwitchableJournal::Volatile), true));
     };
     // SAFETY: the region was carved off the heap at cold boot, recorded in `.warm` and is used
     // by nothing else; this is the only `RamDevice` over it in this run.
@@ -299,13 +317,19 @@ fn create_server(platform: ServerPlatform, startup: &Startup) -> (KernelServer, 
             )),
         },
     };
-    start_logged(platform, store_config, log, "the RAM log device", || {
-        info!(
-            "persistence: crash-resilient on the RAM log device ({} KiB at {base:#x}): the \
-             initial store is its first commit; panics restart in place",
-            size / 1024
-        )
-    })
+    created(start_logged(
+        platform,
+        store_config,
+        log,
+        "the RAM log device",
+        || {
+            info!(
+                "persistence: crash-resilient on the RAM log device ({} KiB at {base:#x}): \
+                 the initial store is its first commit; panics restart in place",
+                size / 1024
+            )
+        },
+    ))
 }
 
 /// Warm boot with the log on dom0's disk: the blkfront connection of the previous run is
@@ -526,7 +550,11 @@ fn since_entry_ns(entry_tsc: u64) -> u64 {
 /// Creates the server, introduces dom0 and runs the main loop forever.
 pub fn run(xen: XenPlatform, startup: Startup) -> ! {
     let platform = ServerPlatform { xen };
-    let (mut server, introduce_dom0) = create_server(platform, &startup);
+    let Created {
+        mut server,
+        introduce_dom0,
+        disk_resumed,
+    } = create_server(platform, &startup);
     let mut monitor = DomainMonitor {
         store_domid: startup.own_domid,
         ..Default::default()
@@ -556,10 +584,6 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
     }
 
     // A warm boot on the disk resumed the blkfront connection in `create_server` already.
-    let disk_resumed = startup.warm_boot.is_some()
-        && startup.log_setup.ram_log.is_none()
-        && startup.log_setup.persistence.persistence == Persistence::CrashResilient
-        && startup.log_setup.persistence.log_device == LogDeviceChoice::Vbd;
     let mut disk = DiskHook::start(startup.own_domid, startup.blkfront_enabled && !disk_resumed);
     disk.poll(&mut server);
 

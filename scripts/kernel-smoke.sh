@@ -5,9 +5,10 @@
 #   scripts/kernel-smoke.sh          # builds the kernel first (scripts/build-kernel.sh)
 #   KERNEL_ELF=path scripts/kernel-smoke.sh   # test an existing ELF
 #
-# Runs three boots: a normal one (banner, start_info parsed, heap ok, "not running on Xen",
-# clean power-off) and two deliberate failures (--selftest=page-fault, --selftest=panic) that
-# must print a PANIC line with location. Exit status 0 when every check passes.
+# Boots: a normal one (banner, start_info parsed, heap ok, "not running on Xen", clean
+# power-off); two deliberate failures (--selftest=page-fault, --selftest=panic) that must print
+# a PANIC line with location; and the warm-restart self-tests (restart in place, panic-storm
+# stop, injected crashes not counted as a storm). Exit status 0 when every check passes.
 set -euo pipefail
 
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,6 +76,19 @@ expect page-fault 'PANIC: CPU exception 14 \(page fault\) .*cr2=0x200000000 .* a
 
 boot panic "--selftest=panic" 7
 expect panic 'PANIC: selftest: deliberate panic at src/main.rs:[0-9]+:[0-9]+'
+
+# Warm restart in place (kernel/src/warm.rs): statics fresh after the jump, a storm of real
+# panics stops, injected crashes (inject-crash) back to back do not count as a storm.
+boot warm-restart "--selftest=warm-restart" 1
+expect warm-restart 'warm restart 1: recovering from the log'
+expect warm-restart 'selftest: warm restart 1 ok: .bss zeroed, .data restored, heap fresh'
+
+boot warm-panic-storm "--selftest=warm-panic-storm" 7
+expect warm-panic-storm 'PANIC: 6 panics within 10 s while warm-restarting: giving up instead of looping'
+
+boot warm-injected-crashes "--selftest=warm-injected-crashes" 1
+expect warm-injected-crashes 'warm restart 10: recovering from the log'
+expect warm-injected-crashes 'selftest: 10 injected crashes back to back restarted in place \(no panic-storm stop\)'
 
 if [[ "$failures" -ne 0 ]]; then
     echo "kernel-smoke: $failures check(s) FAILED" >&2

@@ -360,6 +360,10 @@ fn log_boot_info(boot_info: &BootInfo) {
 /// have zeroed it.
 static SELFTEST_MARKER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// Injected crashes in a row that `--selftest=warm-injected-crashes` does: more than a real
+/// panic storm ([`warm::PANIC_STORM_COUNT`] + 1 panics) would allow.
+const SELFTEST_INJECTED_CRASHES: u64 = 2 * warm::PANIC_STORM_COUNT as u64;
+
 /// The second half of `--selftest=warm-restart` (warm boot, no Xen): statics are fresh.
 fn warm_restart_self_test_done(boot_info: &BootInfo) {
     if boot_info.option("--selftest") == Some("warm-panic-storm") {
@@ -367,6 +371,17 @@ fn warm_restart_self_test_done(boot_info: &BootInfo) {
             "selftest: panic again after warm restart {}",
             warm::restarts()
         );
+    }
+    if boot_info.option("--selftest") == Some("warm-injected-crashes") {
+        let restarts = warm::restarts();
+        if restarts < SELFTEST_INJECTED_CRASHES && debugcon::enabled() {
+            warm::note_injected_panic();
+            panic!("selftest: injected crash after warm restart {restarts}");
+        }
+        info!(
+            "selftest: {restarts} injected crashes back to back restarted in place (no panic-storm stop)"
+        );
+        panic::power_off_without_xen();
     }
     if boot_info.option("--selftest") != Some("warm-restart") {
         return;
@@ -397,6 +412,11 @@ fn run_self_tests(boot_info: &BootInfo) {
         Some("warm-panic-storm") => {
             warm::enable();
             panic!("selftest: first panic of a storm");
+        }
+        Some("warm-injected-crashes") => {
+            warm::enable();
+            warm::note_injected_panic();
+            panic!("selftest: first injected crash");
         }
         Some("warm-restart") => {
             // Checked without Xen: the warm entry resets the stack, .bss and .data and comes

@@ -49,7 +49,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         "\nPANIC: {} at {file}:{line}:{column}",
         info.message()
     );
-    match crate::warm::check_restart(crate::warm::RestartReason::Panic) {
+    match crate::warm::check_restart(crate::warm::panic_reason()) {
         Ok(()) => {
             let next = crate::warm::restarts() + 1;
             let _ = writeln!(port, "warm restart {next}: recovering from the log");

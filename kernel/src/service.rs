@@ -616,6 +616,7 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
             // `inject-crash` (shell or XS_CONTROL): crash for real; with a log on a surviving
             // device the panic handler restarts in place.
             Err(ServerError::InjectedCrash(point)) => {
+                crate::warm::note_injected_panic();
                 panic!("inject-crash: injected crash at {point}")
             }
             // Nothing of the failed step was transmitted: restart and recover (the server's

@@ -104,10 +104,32 @@ unsafe extern "C" {
 /// Why a warm restart happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartReason {
-    /// A panic (including `inject-crash` and journal failures).
+    /// A panic (journal failures, CPU exceptions, broken invariants).
     Panic,
+    /// The panic of `inject-crash`: deliberate, so it does not count towards a panic storm
+    /// (a test that injects crashes back to back must not be mistaken for a crash loop).
+    InjectedPanic,
     /// The debug shell's `restart` (console or XS_CONTROL).
     Requested,
+}
+
+/// Set right before the panic of `inject-crash` (see [`note_injected_panic`]). In `.bss`: a
+/// warm restart clears it.
+static INJECTED_PANIC: AtomicBool = AtomicBool::new(false);
+
+/// Says that the panic about to happen is an injected crash (`inject-crash`), not a fault.
+pub fn note_injected_panic() {
+    INJECTED_PANIC.store(true, Ordering::SeqCst);
+}
+
+/// The reason of the panic being handled: [`RestartReason::InjectedPanic`] after
+/// [`note_injected_panic`], else [`RestartReason::Panic`].
+pub fn panic_reason() -> RestartReason {
+    if INJECTED_PANIC.load(Ordering::SeqCst) {
+        RestartReason::InjectedPanic
+    } else {
+        RestartReason::Panic
+    }
 }
 
 /// Why a warm restart is refused (the caller halts, as without persistence).
@@ -338,7 +360,8 @@ fn now_or_last_crash() -> u64 {
 }
 
 /// Checks that a warm restart may happen now (called by the panic handler before it says
-/// what it will do). Records the panic for the storm check.
+/// what it will do). Records a real panic for the storm check; injected ones and requested
+/// restarts are not counted.
 pub fn check_restart(reason: RestartReason) -> Result<(), RestartRefused> {
     if !enabled() {
         return Err(RestartRefused::NotEnabled);

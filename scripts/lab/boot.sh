@@ -10,7 +10,8 @@
 # Stops QEMU after $LAB_TIMEOUT seconds (default 1200) and says so. Exits 0 when QEMU exited
 # by itself after LAB-DONE, 1 otherwise; the verdicts are in control.log (see report.sh).
 # LAB_INTERACTIVE=1 (scripts/lab/shell): Xen's console on the terminal instead of serial.log.
-# Environment: LAB_SMP (QEMU CPUs, default 1: see docs/lab.md), LAB_MEM (MiB, default 2048),
+# Environment: LAB_SMP (QEMU CPUs, default 1: see docs/lab.md), LAB_ACCEL (QEMU -accel, default
+# tcg; tcg,thread=single runs several CPUs on one host thread), LAB_MEM (MiB, default 2048),
 # LAB_DOM0_MEM (default 700M), LAB_GUESTS, LAB_OPS,
 # LAB_STUBDOM_MB, LAB_STUBDOM_WAIT, LAB_TIMEOUT, LAB_XEN_ARGS (extra Xen command line),
 # LAB_SCENARIO_TIMEOUT (dom0's watchdog per scenario, default 480 s).
@@ -27,7 +28,12 @@ timeout_seconds="${LAB_TIMEOUT:-1200}"
 cat "$base/dom0-base.cpio" "$overlay" >"$out/dom0.cpio"
 
 dom0_mem="${LAB_DOM0_MEM:-700M}"
-xen_args="console=com1 com1=115200,8n1 conring_size=4M loglvl=all guest_loglvl=all dom0_mem=$dom0_mem,,max:$dom0_mem noreboot smap=0 ${LAB_XEN_ARGS:-}"
+# spec-ctrl=eager-fpu: Xen's default on this emulated AMD CPU is lazy FPU switching (CR0.TS and
+# #NM), and under QEMU's TCG a domain then runs with another domain's vector registers: dom0's
+# programs died in libc's AVX2 string code and `xl create` found the guest kernel "corrupt" as
+# soon as a guest was busy (docs/lab.md, "Known limits"). Eager switching saves and restores the
+# FPU state at every context switch and makes that go away.
+xen_args="console=com1 com1=115200,8n1 conring_size=4M loglvl=all guest_loglvl=all dom0_mem=$dom0_mem,,max:$dom0_mem noreboot smap=0 spec-ctrl=eager-fpu ${LAB_XEN_ARGS:-}"
 # A comma would end the multiboot module string of -initrd: the scenario list uses "+".
 dom0_args="console=hvc0 earlyprintk=xen lab.xenstore=$xenstore lab.scenarios=${scenarios//,/+}"
 dom0_args+=" lab.guests=${LAB_GUESTS:-3} lab.ops=${LAB_OPS:-500} lab.stubdom_mb=${LAB_STUBDOM_MB:-8} lab.stubdom_wait=${LAB_STUBDOM_WAIT:-60}"
@@ -55,7 +61,7 @@ set +e
 # -cpu max,-rdtscp and smap=0: see docs/lab.md ("Known limits"); -no-reboot: a Xen crash
 # ends QEMU instead of looping.
 # shellcheck disable=SC2054 # the commas belong to QEMU options
-qemu=(qemu-system-x86_64 -accel tcg -cpu max,-rdtscp -smp "${LAB_SMP:-1}" -m "${LAB_MEM:-2048}"
+qemu=(qemu-system-x86_64 -accel "${LAB_ACCEL:-tcg}" -cpu max,-rdtscp -smp "${LAB_SMP:-1}" -m "${LAB_MEM:-2048}"
     -display none -no-reboot -monitor none -nic none
     -kernel "$base/xen.elf" -append "$xen_args"
     -initrd "$base/vmlinuz $dom0_args,$out/dom0.cpio")

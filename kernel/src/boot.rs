@@ -12,7 +12,9 @@
 //!    the stack, `.warm`) and copy `.data` to `.data_pristine` before any code changes it.
 //!    The loader already zeroes the NOLOAD part; a reboot through this entry would not.
 //! 3. Build the identity map with 2 MiB pages: 4 page directories for 0–4 GiB plus one for the
-//!    grant-mapping window at 4–5 GiB (see [`GRANT_WINDOW_BASE`]).
+//!    grant-mapping window at 4–5 GiB (see [`GRANT_WINDOW_BASE`]). The one 2 MiB region that
+//!    holds the stack's guard page is split into 4 KiB pages (`boot_pt`): every entry maps
+//!    the same frame as the 2 MiB page did, except the guard page, which is not present.
 //! 4. Load our GDT, enable PAE, load CR3, set EFER.LME, enable paging (+WP), far-jump to 64-bit.
 //! 5. Load data segments, the 64-bit stack pointer, and call `kernel_main(start_info_paddr)`.
 //!
@@ -21,11 +23,18 @@
 //! `.bss` only, copy `.data_pristine` back over `.data`, call [`crate::kernel_warm_main`].
 //! Every Rust static is then as at cold boot, while `.boot` (page tables, stack, the
 //! shared_info page, which is Xen's page now), `.warm` and the RAM log device are untouched.
+//!
+//! `.boot` layout (ascending): PML4, PDPT, 5 page directories, the page table of the guard's
+//! 2 MiB region, the guard page ([`STACK_GUARD_SIZE_BYTES`], never used, not present), the
+//! boot stack ([`STACK_SIZE_BYTES`]). A stack overflow therefore faults on the guard page
+//! instead of silently overwriting the page tables below it.
 
 use core::arch::global_asm;
 
 /// Size of the boot (and only) stack.
 pub const STACK_SIZE_BYTES: usize = 128 * 1024;
+/// Size of the not-present guard page right below the boot stack.
+pub const STACK_GUARD_SIZE_BYTES: u64 = 4096;
 
 /// First guest-physical address of the window reserved for foreign (grant) mappings.
 /// It lies above every RAM range of a xenstore domain (init-xenstore-domain populates only
@@ -57,11 +66,20 @@ global_asm!(
     .global boot_pml4
 boot_pml4:
     .skip 4096
+    .global boot_pdpt
 boot_pdpt:
     .skip 4096
+    .global boot_pd
 boot_pd:
     .skip 4096 * 5
-    .balign 16
+    /* 4 KiB page table of the 2 MiB region that holds the guard page */
+    .global boot_pt
+boot_pt:
+    .skip 4096
+    /* never used: mapped not present, so an overflow of the stack above faults here */
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
     .global boot_stack_bottom
 boot_stack_bottom:
     .skip {stack_size}
@@ -134,6 +152,31 @@ pvh_start32:
     cmpl ${pd_entries}, %ecx
     jb 2b
 
+    /* 3b. the 2 MiB region holding the guard page: 4 KiB pages (boot_pt), identical to the
+       2 MiB mapping except the guard page itself, which is not present */
+    movl $boot_stack_guard, %edx
+    andl $0xffe00000, %edx          /* region base */
+    xorl %ecx, %ecx
+6:
+    movl %ecx, %eax
+    shll $12, %eax
+    addl %edx, %eax
+    orl $0x3, %eax                  /* present | writable */
+    movl %eax, boot_pt(,%ecx,8)     /* the high half stays zero: below 4 GiB */
+    incl %ecx
+    cmpl $512, %ecx
+    jb 6b
+    movl $boot_stack_guard, %ecx
+    shrl $12, %ecx
+    andl $511, %ecx
+    movl $0, boot_pt(,%ecx,8)       /* guard page: not present */
+    movl $boot_stack_guard, %ecx
+    shrl $21, %ecx                  /* index of the region's entry in the 5 PDs */
+    movl $boot_pt, %eax
+    orl $0x3, %eax
+    movl %eax, boot_pd(,%ecx,8)
+    movl $0, boot_pd+4(,%ecx,8)
+
     /* 4. GDT, PAE, CR3, EFER.LME, paging */
     lgdt boot_gdt_pointer
     movl %cr4, %eax
@@ -202,6 +245,7 @@ warm_start64:
 unsafe extern "C" {
     static __kernel_start: u8;
     static __kernel_end: u8;
+    static boot_stack_guard: u8;
     static boot_stack_bottom: u8;
     static boot_stack_top: u8;
 }
@@ -219,4 +263,10 @@ pub fn stack_range() -> (u64, u64) {
     let bottom = core::ptr::addr_of!(boot_stack_bottom) as u64;
     let top = core::ptr::addr_of!(boot_stack_top) as u64;
     (bottom, top)
+}
+
+/// Address range `[start, end)` of the guard page below the boot stack (mapped not present).
+pub fn stack_guard_range() -> (u64, u64) {
+    let start = core::ptr::addr_of!(boot_stack_guard) as u64;
+    (start, start + STACK_GUARD_SIZE_BYTES)
 }

@@ -90,9 +90,11 @@ pub extern "C" fn kernel_warm_main() -> ! {
 fn log_image_layout() {
     let (image_start, image_end) = boot::kernel_image_range();
     let (stack_bottom, stack_top) = boot::stack_range();
+    let (guard_start, guard_end) = boot::stack_guard_range();
     info!(
-        "kernel image {image_start:#x}-{image_end:#x}, stack {stack_bottom:#x}-{stack_top:#x}, \
-         identity map 0-5 GiB (grant window {:#x}+{} MiB)",
+        "kernel image {image_start:#x}-{image_end:#x}, stack {stack_bottom:#x}-{stack_top:#x} \
+         (guard page {guard_start:#x}-{guard_end:#x} not present), identity map 0-5 GiB \
+         (grant window {:#x}+{} MiB)",
         boot::GRANT_WINDOW_BASE,
         boot::GRANT_WINDOW_SIZE_BYTES >> 20
     );

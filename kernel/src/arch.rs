@@ -2,6 +2,14 @@
 //! with the exception stubs (every exception is fatal and reported through the panic path)
 //! and the event-channel upcall stub.
 //!
+//! Double fault (#DF), NMI and machine check (#MC) run on their own interrupt stacks (IST1–3
+//! of the TSS that [`crate::boot::load_task_register`] loads): a double fault is what the CPU
+//! raises when it cannot push a page fault's frame because the stack ran into the guard page
+//! below the boot stack, and its handler must not need that stack. The #DF report says
+//! `double fault: kernel stack overflow?` when CR2 or the interrupted RSP lies in the guard
+//! page; the panic path then runs on the 16 KiB IST1 stack and ends in a warm restart (which
+//! resets RSP to the top of the boot stack) or a halt, never in a return.
+//!
 //! Interrupt model (single vCPU): the kernel runs with IF=0 at all times except inside
 //! [`wait_for_interrupt`], which executes `sti; hlt` — the STI shadow makes the pair atomic, so
 //! an interrupt that became pending after the caller's last check still wakes the `hlt`.
@@ -129,11 +137,13 @@ impl IdtEntry {
         reserved: 0,
     };
 
-    fn interrupt_gate(handler: u64) -> IdtEntry {
+    /// A 64-bit interrupt gate; `ist` = 0 stays on the current stack, 1–7 switch to that
+    /// TSS interrupt stack.
+    fn interrupt_gate(handler: u64, ist: u8) -> IdtEntry {
         IdtEntry {
             offset_low: handler as u16,
             selector: 0x08, // 64-bit code segment of the boot GDT
-            ist: 0,
+            ist,
             type_attributes: 0x8E, // present, DPL 0, 64-bit interrupt gate
             offset_middle: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,
@@ -333,12 +343,50 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved",
 ];
 
+/// Vector of the NMI.
+const NMI_VECTOR: u64 = 2;
+/// Vector of the double fault.
+const DOUBLE_FAULT_VECTOR: u64 = 8;
+/// Vector of the page fault.
+const PAGE_FAULT_VECTOR: u64 = 14;
+/// Vector of the machine check.
+const MACHINE_CHECK_VECTOR: u64 = 18;
+
+/// The interrupt stack (IST slot) an exception vector runs on; 0 = the current stack.
+fn ist_for_vector(vector: u64) -> u8 {
+    match vector {
+        DOUBLE_FAULT_VECTOR => crate::boot::IST_DOUBLE_FAULT,
+        NMI_VECTOR => crate::boot::IST_NMI,
+        MACHINE_CHECK_VECTOR => crate::boot::IST_MACHINE_CHECK,
+        _ => 0,
+    }
+}
+
 extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
     let name = EXCEPTION_NAMES
         .get(frame.vector as usize)
         .copied()
         .unwrap_or("unknown");
-    let cr2 = if frame.vector == 14 { read_cr2() } else { 0 };
+    // A #DF from a stack overflow follows a page fault (on the guard page), so CR2 is
+    // meaningful for both.
+    let cr2 = if frame.vector == PAGE_FAULT_VECTOR || frame.vector == DOUBLE_FAULT_VECTOR {
+        read_cr2()
+    } else {
+        0
+    };
+    let (guard_start, guard_end) = crate::boot::stack_guard_range();
+    let in_guard = |address: u64| (guard_start..guard_end).contains(&address);
+    if (frame.vector == DOUBLE_FAULT_VECTOR || frame.vector == PAGE_FAULT_VECTOR)
+        && (in_guard(cr2) || in_guard(frame.rsp))
+    {
+        let (stack_bottom, stack_top) = crate::boot::stack_range();
+        panic!(
+            "{name}: kernel stack overflow? rsp={:#x} cr2={cr2:#x} (guard page \
+             {guard_start:#x}-{guard_end:#x} below the boot stack {stack_bottom:#x}-\
+             {stack_top:#x}) rip={:#x} error_code={:#x} rbp={:#x}",
+            frame.rsp, frame.rip, frame.error_code, frame.rbp
+        );
+    }
     panic!(
         "CPU exception {} ({}) error_code={:#x} rip={:#x} rsp={:#x} rflags={:#x} cr2={:#x} \
          rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
@@ -359,17 +407,18 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
     );
 }
 
-/// Installs the IDT: vectors 0–31 report the exception and panic; [`UPCALL_VECTOR`] is the
-/// event-channel upcall. Must run before interrupts are ever enabled.
+/// Installs the IDT: vectors 0–31 report the exception and panic (#DF, NMI and #MC on their
+/// interrupt stacks); [`UPCALL_VECTOR`] is the event-channel upcall. Must run before
+/// interrupts are ever enabled, and after [`crate::boot::load_task_register`].
 pub fn install_idt() {
     let stubs: [u64; 32] = exception_stub_table;
     // SAFETY: single vCPU, interrupts disabled, called once during boot before anything reads
     // the IDT: this is the only live reference to `IDT`.
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
     for (vector, stub) in stubs.iter().enumerate() {
-        idt.0[vector] = IdtEntry::interrupt_gate(*stub);
+        idt.0[vector] = IdtEntry::interrupt_gate(*stub, ist_for_vector(vector as u64));
     }
-    idt.0[UPCALL_VECTOR as usize] = IdtEntry::interrupt_gate(upcall_stub as *const () as u64);
+    idt.0[UPCALL_VECTOR as usize] = IdtEntry::interrupt_gate(upcall_stub as *const () as u64, 0);
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
         base: core::ptr::addr_of!(IDT) as u64,

@@ -15,7 +15,8 @@
 //!    grant-mapping window at 4–5 GiB (see [`GRANT_WINDOW_BASE`]). The one 2 MiB region that
 //!    holds the stack's guard page is split into 4 KiB pages (`boot_pt`): every entry maps
 //!    the same frame as the 2 MiB page did, except the guard page, which is not present.
-//! 4. Load our GDT, enable PAE, load CR3, set EFER.LME, enable paging (+WP), far-jump to 64-bit.
+//! 4. Load our GDT (null, 64-bit code 0x08, data 0x10, 32-bit code 0x18, TSS 0x20), enable
+//!    PAE, load CR3, set EFER.LME, enable paging (+WP), far-jump to 64-bit.
 //! 5. Load data segments, the 64-bit stack pointer, and call `kernel_main(start_info_paddr)`.
 //!
 //! The warm entry `warm_start64` (64-bit, jumped to by [`crate::warm`] after a panic or the
@@ -26,8 +27,16 @@
 //!
 //! `.boot` layout (ascending): PML4, PDPT, 5 page directories, the page table of the guard's
 //! 2 MiB region, the guard page ([`STACK_GUARD_SIZE_BYTES`], never used, not present), the
-//! boot stack ([`STACK_SIZE_BYTES`]). A stack overflow therefore faults on the guard page
-//! instead of silently overwriting the page tables below it.
+//! boot stack ([`STACK_SIZE_BYTES`]), then the interrupt stacks of #DF (16 KiB), NMI and
+//! #MC (8 KiB each). A stack overflow therefore faults on the guard page instead of silently
+//! overwriting the page tables below it.
+//!
+//! The GDT and the 64-bit TSS live in `.data`: [`load_task_register`] writes the TSS
+//! descriptor and `ltr`s it (which marks the descriptor busy); the warm entry restores `.data`
+//! from the pristine copy and `load_task_register` rewrites the descriptor as available, so
+//! `ltr` works again after every warm restart. The TSS's IST1–3 point at the interrupt
+//! stacks: the IDT gates of #DF, NMI and #MC ([`crate::arch`]) switch to them, so a fault
+//! caused by a broken stack is still reported instead of escalating to a triple fault.
 
 use core::arch::global_asm;
 
@@ -35,6 +44,26 @@ use core::arch::global_asm;
 pub const STACK_SIZE_BYTES: usize = 128 * 1024;
 /// Size of the not-present guard page right below the boot stack.
 pub const STACK_GUARD_SIZE_BYTES: u64 = 4096;
+/// Interrupt stack of the double-fault handler (IST1): the panic path runs on it.
+const IST_DOUBLE_FAULT_SIZE_BYTES: usize = 16 * 1024;
+/// Interrupt stack of the NMI handler (IST2).
+const IST_NMI_SIZE_BYTES: usize = 8 * 1024;
+/// Interrupt stack of the machine-check handler (IST3).
+const IST_MACHINE_CHECK_SIZE_BYTES: usize = 8 * 1024;
+
+/// IST slot (1-based, as in the IDT gate) of the double-fault stack.
+pub const IST_DOUBLE_FAULT: u8 = 1;
+/// IST slot of the NMI stack.
+pub const IST_NMI: u8 = 2;
+/// IST slot of the machine-check stack.
+pub const IST_MACHINE_CHECK: u8 = 3;
+
+/// GDT selector of the TSS descriptor (two 8-byte slots at 0x20 and 0x28).
+pub const TSS_SELECTOR: u16 = 0x20;
+/// Bytes of a 64-bit TSS.
+const TSS_SIZE_BYTES: u64 = 104;
+/// Descriptor type "available 64-bit TSS" with the present bit, DPL 0 (access byte).
+const TSS_DESCRIPTOR_ACCESS: u64 = 0x89;
 
 /// First guest-physical address of the window reserved for foreign (grant) mappings.
 /// It lies above every RAM range of a xenstore domain (init-xenstore-domain populates only
@@ -85,9 +114,24 @@ boot_stack_bottom:
     .skip {stack_size}
     .global boot_stack_top
 boot_stack_top:
+    /* interrupt stacks (TSS IST1-3): #DF, NMI and #MC never run on a possibly broken stack.
+       Above the boot stack: an overflow of one of them runs into the boot stack, which is
+       dead by then (every exception is fatal), not into the page tables */
+ist_double_fault_bottom:
+    .skip {ist_double_fault_size}
+    .global ist_double_fault_top
+ist_double_fault_top:
+ist_nmi_bottom:
+    .skip {ist_nmi_size}
+ist_nmi_top:
+ist_machine_check_bottom:
+    .skip {ist_machine_check_size}
+ist_machine_check_top:
     .popsection
 
-    .pushsection .rodata.boot_gdt, "a"
+    /* In .data, not .rodata: `ltr` sets the busy bit of the TSS descriptor, and the warm
+       entry restores .data (this GDT and TSS included) from the pristine copy */
+    .pushsection .data.boot_gdt, "aw", @progbits
     .balign 16
     .global boot_gdt
 boot_gdt:
@@ -95,12 +139,36 @@ boot_gdt:
     .quad 0x00af9a000000ffff        /* 0x08 64-bit code, DPL 0 */
     .quad 0x00cf92000000ffff        /* 0x10 flat data, DPL 0 */
     .quad 0x00cf9a000000ffff        /* 0x18 flat 32-bit code (unused after the switch) */
+    .quad 0, 0                      /* 0x20 64-bit TSS: written by load_task_register */
 boot_gdt_end:
+    .popsection
+
+    .pushsection .rodata.boot_gdt_pointer, "a"
     .balign 4
     .word 0
 boot_gdt_pointer:
     .word boot_gdt_end - boot_gdt - 1
     .long boot_gdt
+    .popsection
+
+    /* 64-bit TSS (Intel SDM vol. 3, "Task-State Segment (TSS)"; 104 bytes): only the IST
+       pointers are used (no privilege changes, no I/O bitmap) */
+    .pushsection .data.boot_tss, "aw", @progbits
+    .balign 16
+    .global boot_tss
+boot_tss:
+    .long 0                         /* reserved */
+    .quad 0, 0, 0                   /* RSP0-2 (unused: everything runs at CPL 0) */
+    .quad 0                         /* reserved */
+    .quad ist_double_fault_top      /* IST1 */
+    .quad ist_nmi_top               /* IST2 */
+    .quad ist_machine_check_top     /* IST3 */
+    .quad 0, 0, 0, 0                /* IST4-7 */
+    .quad 0                         /* reserved */
+    .word 0                         /* reserved */
+    .word boot_tss_end - boot_tss   /* I/O map base beyond the limit: no I/O bitmap */
+    .global boot_tss_end
+boot_tss_end:
     .popsection
 
     .pushsection .text.boot, "ax", @progbits
@@ -236,6 +304,9 @@ warm_start64:
     .popsection
 "#,
     stack_size = const STACK_SIZE_BYTES,
+    ist_double_fault_size = const IST_DOUBLE_FAULT_SIZE_BYTES,
+    ist_nmi_size = const IST_NMI_SIZE_BYTES,
+    ist_machine_check_size = const IST_MACHINE_CHECK_SIZE_BYTES,
     pd_entries = const BOOT_PD_ENTRIES,
     kernel_main = sym crate::kernel_main,
     kernel_warm_main = sym crate::kernel_warm_main,
@@ -245,6 +316,10 @@ warm_start64:
 unsafe extern "C" {
     static __kernel_start: u8;
     static __kernel_end: u8;
+    static mut boot_gdt: [u64; 6];
+    static boot_tss: u8;
+    static boot_tss_end: u8;
+    static ist_double_fault_top: u8;
     static boot_stack_guard: u8;
     static boot_stack_bottom: u8;
     static boot_stack_top: u8;
@@ -269,4 +344,45 @@ pub fn stack_range() -> (u64, u64) {
 pub fn stack_guard_range() -> (u64, u64) {
     let start = core::ptr::addr_of!(boot_stack_guard) as u64;
     (start, start + STACK_GUARD_SIZE_BYTES)
+}
+
+/// Address range `[bottom, top)` of the double-fault interrupt stack (IST1).
+pub fn double_fault_stack_range() -> (u64, u64) {
+    let top = core::ptr::addr_of!(ist_double_fault_top) as u64;
+    (top - IST_DOUBLE_FAULT_SIZE_BYTES as u64, top)
+}
+
+/// Writes the TSS descriptor into the GDT (type "available", so the busy bit a previous `ltr`
+/// set — before a warm restart — is cleared) and loads the task register with it.
+///
+/// Must run before [`crate::arch::install_idt`]: the gates of #DF, NMI and #MC name IST slots,
+/// which the CPU reads from the TSS that TR points at.
+pub fn load_task_register() {
+    let base = core::ptr::addr_of!(boot_tss) as u64;
+    let end = core::ptr::addr_of!(boot_tss_end) as u64;
+    assert_eq!(end - base, TSS_SIZE_BYTES, "boot_tss is not a 64-bit TSS");
+    let limit = TSS_SIZE_BYTES - 1;
+    // Intel SDM vol. 3, "TSS Descriptor in 64-bit mode": limit 15:0, base 23:0, access byte,
+    // limit 19:16 (flags 0: byte granularity), base 31:24; then base 63:32 and zeros.
+    let low = (limit & 0xFFFF)
+        | (base & 0xFF_FFFF) << 16
+        | TSS_DESCRIPTOR_ACCESS << 40
+        | (limit >> 16 & 0xF) << 48
+        | (base >> 24 & 0xFF) << 56;
+    let high = base >> 32;
+    let slot = usize::from(TSS_SELECTOR / 8);
+    // SAFETY: `boot_gdt` is the live GDT (6 slots, in .data: writable); slots 4 and 5 are the
+    // TSS descriptor, which the CPU reads only at `ltr` (TR caches it) and nothing else
+    // touches. Volatile: the CPU, not Rust, is the reader.
+    unsafe {
+        let gdt = core::ptr::addr_of_mut!(boot_gdt).cast::<u64>();
+        gdt.add(slot).write_volatile(low);
+        gdt.add(slot + 1).write_volatile(high);
+    }
+    // SAFETY: the descriptor written above describes `boot_tss`, a 104-byte 64-bit TSS in
+    // .data whose IST pointers name the tops of the interrupt stacks in .boot; loading TR has
+    // no other effect than making those stacks available to IST gates.
+    unsafe {
+        core::arch::asm!("ltr {0:x}", in(reg) TSS_SELECTOR, options(nostack, preserves_flags))
+    };
 }

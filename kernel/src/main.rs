@@ -52,6 +52,7 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
     let entry_tsc = arch::rdtsc();
     logger::init(LevelFilter::Info);
     info!("xenstore-stubdom {VERSION}: PVH boot, start_info at {start_info_address:#x}");
+    boot::load_task_register();
     arch::install_idt();
     log_image_layout();
     let boot_info = match BootInfo::parse(start_info_address) {
@@ -67,8 +68,11 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_warm_main() -> ! {
     let entry_tsc = arch::rdtsc();
-    logger::init(LevelFilter::Info);
+    // First: the IDT (zeroed with .bss) and the TSS its IST gates need; nothing may fault
+    // before they are back.
+    boot::load_task_register();
     arch::install_idt();
+    logger::init(LevelFilter::Info);
     let restarts = warm::restarts();
     info!(
         "xenstore-stubdom {VERSION}: warm restart {restarts} (same domain; statics reset, \
@@ -97,6 +101,12 @@ fn log_image_layout() {
          (grant window {:#x}+{} MiB)",
         boot::GRANT_WINDOW_BASE,
         boot::GRANT_WINDOW_SIZE_BYTES >> 20
+    );
+    let (double_fault_bottom, double_fault_top) = boot::double_fault_stack_range();
+    info!(
+        "TSS loaded (selector {:#x}): #DF, NMI and #MC run on interrupt stacks (#DF \
+         {double_fault_bottom:#x}-{double_fault_top:#x})",
+        boot::TSS_SELECTOR
     );
 }
 

@@ -17,11 +17,13 @@
 //!    the same frame as the 2 MiB page did, except the guard page, which is not present.
 //! 4. Load our GDT (null, 64-bit code 0x08, data 0x10, 32-bit code 0x18, TSS 0x20), enable
 //!    PAE, load CR3, set EFER.LME, enable paging (+WP), far-jump to 64-bit.
-//! 5. Load data segments, the 64-bit stack pointer, and call `kernel_main(start_info_paddr)`.
+//! 5. Load data segments, the 64-bit stack pointer, paint the stack below it for the
+//!    high-water mark ([`crate::stack`]), and call `kernel_main(start_info_paddr)`.
 //!
 //! The warm entry `warm_start64` (64-bit, jumped to by [`crate::warm`] after a panic or the
-//! shell's `restart`): `cli; cld`, the stack pointer back to the top of the boot stack, zero
-//! `.bss` only, copy `.data_pristine` back over `.data`, call [`crate::kernel_warm_main`].
+//! shell's `restart`): `cli; cld`, the stack pointer back to the top of the boot stack, paint
+//! the stack, zero `.bss` only, copy `.data_pristine` back over `.data`, call
+//! [`crate::kernel_warm_main`].
 //! Every Rust static is then as at cold boot, while `.boot` (page tables, stack, the
 //! shared_info page, which is Xen's page now), `.warm` and the RAM log device are untouched.
 //!
@@ -171,6 +173,18 @@ boot_tss:
 boot_tss_end:
     .popsection
 
+    /* paint the boot stack below rsp - margin for the high-water mark (crate::stack);
+       clobbers rax, rcx, rdi; uses no stack */
+    .macro PAINT_BOOT_STACK
+    movabsq $boot_stack_bottom, %rdi
+    movq %rsp, %rcx
+    subq ${paint_margin}, %rcx
+    subq %rdi, %rcx
+    shrq $3, %rcx
+    movabsq ${paint}, %rax
+    rep stosq
+    .endm
+
     .pushsection .text.boot, "ax", @progbits
     .code32
     .global pvh_start32
@@ -271,6 +285,7 @@ pvh_start32:
     movw %ax, %fs
     movw %ax, %gs
     movabsq $boot_stack_top, %rsp
+    PAINT_BOOT_STACK
     xorl %ebp, %ebp
     movl %ebx, %edi                 /* zero-extends: start-info physical address */
     call {kernel_main}
@@ -285,6 +300,7 @@ warm_start64:
     cli
     cld
     movabsq $boot_stack_top, %rsp
+    PAINT_BOOT_STACK
     xorl %ebp, %ebp
     movabsq $__bss_start, %rdi
     movabsq $__bss_end, %rcx
@@ -304,6 +320,8 @@ warm_start64:
     .popsection
 "#,
     stack_size = const STACK_SIZE_BYTES,
+    paint = const crate::stack::PAINT,
+    paint_margin = const crate::stack::PAINT_MARGIN_BYTES,
     ist_double_fault_size = const IST_DOUBLE_FAULT_SIZE_BYTES,
     ist_nmi_size = const IST_NMI_SIZE_BYTES,
     ist_machine_check_size = const IST_MACHINE_CHECK_SIZE_BYTES,

@@ -27,6 +27,7 @@ mod panic;
 )]
 mod platform;
 mod service;
+mod stack;
 mod start_info;
 mod warm;
 #[allow(
@@ -200,6 +201,7 @@ fn boot(mut boot_info: BootInfo, entry_tsc: u64, warm_boot: Option<service::Warm
             }
             Err(reason) => panic!("console ring self-test failed: {reason}"),
         }
+        info!("boot stack {}", stack::boot_stack_usage());
         info!("not running on Xen: nothing to serve, powering off");
         panic::power_off_without_xen();
     };

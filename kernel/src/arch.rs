@@ -150,10 +150,23 @@ impl IdtEntry {
             reserved: 0,
         }
     }
+
+    /// The gate as the two 8-byte words the CPU reads (low, high).
+    fn words(&self) -> [u64; 2] {
+        [
+            u64::from(self.offset_low)
+                | u64::from(self.selector) << 16
+                | u64::from(self.ist) << 32
+                | u64::from(self.type_attributes) << 40
+                | u64::from(self.offset_middle) << 48,
+            u64::from(self.offset_high) | u64::from(self.reserved) << 32,
+        ]
+    }
 }
 
 #[repr(C, align(4096))]
 struct Idt([IdtEntry; 256]);
+const _: () = assert!(core::mem::size_of::<Idt>() == 256 * 16);
 
 static mut IDT: Idt = Idt([IdtEntry::MISSING; 256]);
 
@@ -407,18 +420,59 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
     );
 }
 
+/// The gate [`install_idt`] writes for `vector`.
+fn expected_gate(vector: usize) -> IdtEntry {
+    let stubs: [u64; 32] = exception_stub_table;
+    match stubs.get(vector) {
+        Some(stub) => IdtEntry::interrupt_gate(*stub, ist_for_vector(vector as u64)),
+        None if vector == usize::from(UPCALL_VECTOR) => {
+            IdtEntry::interrupt_gate(upcall_stub as *const () as u64, 0)
+        }
+        None => IdtEntry::MISSING,
+    }
+}
+
+/// Compares the IDT in memory with what [`install_idt`] writes, word by word; calls `report`
+/// for each differing 8-byte word and returns their number. Reads only.
+///
+/// The warm entry calls it before `.bss` (which holds the IDT) is zeroed: a gate broken in
+/// the previous run (which would have turned the next exception into a triple fault) is
+/// reported before the warm boot rebuilds the table.
+pub fn check_idt(mut report: impl FnMut(crate::boot::EntryMismatch)) -> usize {
+    let base = core::ptr::addr_of!(IDT).cast::<u64>();
+    let mut mismatches = 0;
+    for vector in 0..256 {
+        let expected = expected_gate(vector).words();
+        for (half, expected_word) in expected.into_iter().enumerate() {
+            let index = vector * 2 + half;
+            // SAFETY: `index` < 512 and the IDT is 256 16-byte gates = 512 aligned words in
+            // .bss, always mapped. Volatile: the CPU reads this memory, not Rust code, and
+            // the warm entry reads it before Rust's view of .bss is reset.
+            let found = unsafe { base.wrapping_add(index).read_volatile() };
+            if found != expected_word {
+                mismatches += 1;
+                report(crate::boot::EntryMismatch {
+                    table: crate::boot::CheckedTable::Idt,
+                    index: index as u64,
+                    found,
+                    expected: expected_word,
+                });
+            }
+        }
+    }
+    mismatches
+}
+
 /// Installs the IDT: vectors 0–31 report the exception and panic (#DF, NMI and #MC on their
 /// interrupt stacks); [`UPCALL_VECTOR`] is the event-channel upcall. Must run before
 /// interrupts are ever enabled, and after [`crate::boot::load_task_register`].
 pub fn install_idt() {
-    let stubs: [u64; 32] = exception_stub_table;
     // SAFETY: single vCPU, interrupts disabled, called once during boot before anything reads
     // the IDT: this is the only live reference to `IDT`.
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
-    for (vector, stub) in stubs.iter().enumerate() {
-        idt.0[vector] = IdtEntry::interrupt_gate(*stub, ist_for_vector(vector as u64));
+    for (vector, gate) in idt.0.iter_mut().enumerate() {
+        *gate = expected_gate(vector);
     }
-    idt.0[UPCALL_VECTOR as usize] = IdtEntry::interrupt_gate(upcall_stub as *const () as u64, 0);
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
         base: core::ptr::addr_of!(IDT) as u64,

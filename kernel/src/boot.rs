@@ -21,11 +21,17 @@
 //!    high-water mark ([`crate::stack`]), and call `kernel_main(start_info_paddr)`.
 //!
 //! The warm entry `warm_start64` (64-bit, jumped to by [`crate::warm`] after a panic or the
-//! shell's `restart`): `cli; cld`, the stack pointer back to the top of the boot stack, paint
-//! the stack, zero `.bss` only, copy `.data_pristine` back over `.data`, call
+//! shell's `restart`): `cli; cld`, the stack pointer back to the top of the boot stack,
+//! [`crate::warm::warm_entry_check`] (boot page tables and IDT against what was built),
+//! paint the stack, zero `.bss` only, copy `.data_pristine` back over `.data`, call
 //! [`crate::kernel_warm_main`].
 //! Every Rust static is then as at cold boot, while `.boot` (page tables, stack, the
 //! shared_info page, which is Xen's page now), `.warm` and the RAM log device are untouched.
+//!
+//! [`check_page_tables`] recomputes every entry the cold entry writes (PML4, PDPT, the 5 PDs,
+//! the guard's page table: 4096 entries) and compares: once at cold boot (the assembly and
+//! this file must agree) and at every warm entry, before anything else runs, where differing
+//! entries are rewritten and CR3 reloaded ([`crate::warm`] records and reports them).
 //!
 //! `.boot` layout (ascending): PML4, PDPT, 5 page directories, the page table of the guard's
 //! 2 MiB region, the guard page ([`STACK_GUARD_SIZE_BYTES`], never used, not present), the
@@ -77,6 +83,14 @@ pub const GRANT_WINDOW_SIZE_BYTES: u64 = 0x4000_0000;
 
 /// Number of 2 MiB page directory entries written by the boot code (5 directories × 512).
 const BOOT_PD_ENTRIES: u32 = 5 * 512;
+/// Entries of one page-table page.
+const TABLE_ENTRIES: usize = 512;
+/// Page-table entry bits: present | writable.
+const ENTRY_PRESENT_WRITABLE: u64 = 0x3;
+/// Page-directory entry bit: maps a 2 MiB page.
+const ENTRY_LARGE_PAGE: u64 = 0x80;
+/// Entry bits the CPU sets as it uses an entry (accessed, dirty): not compared.
+const ENTRY_HARDWARE_BITS: u64 = 0x60;
 
 global_asm!(
     // ---- PVH ELF note (elfnote.h: XEN_ELFNOTE_PHYS32_ENTRY = 18) ----
@@ -300,8 +314,11 @@ warm_start64:
     cli
     cld
     movabsq $boot_stack_top, %rsp
-    PAINT_BOOT_STACK
     xorl %ebp, %ebp
+    /* first, before anything can fault: boot page tables (repaired) and IDT against what
+       was built; findings go to .warm */
+    call {warm_entry_check}
+    PAINT_BOOT_STACK
     movabsq $__bss_start, %rdi
     movabsq $__bss_end, %rcx
     subq %rdi, %rcx
@@ -328,6 +345,7 @@ warm_start64:
     pd_entries = const BOOT_PD_ENTRIES,
     kernel_main = sym crate::kernel_main,
     kernel_warm_main = sym crate::kernel_warm_main,
+    warm_entry_check = sym crate::warm::warm_entry_check,
     options(att_syntax)
 );
 
@@ -338,6 +356,10 @@ unsafe extern "C" {
     static boot_tss: u8;
     static boot_tss_end: u8;
     static ist_double_fault_top: u8;
+    static boot_pml4: u8;
+    static boot_pdpt: u8;
+    static boot_pd: u8;
+    static boot_pt: u8;
     static boot_stack_guard: u8;
     static boot_stack_bottom: u8;
     static boot_stack_top: u8;
@@ -403,4 +425,196 @@ pub fn load_task_register() {
     unsafe {
         core::arch::asm!("ltr {0:x}", in(reg) TSS_SELECTOR, options(nostack, preserves_flags))
     };
+}
+
+/// A table the boot code builds (page tables) or installs (IDT), checked at the warm entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckedTable {
+    /// `boot_pml4`.
+    Pml4,
+    /// `boot_pdpt`.
+    Pdpt,
+    /// The 5 page directories `boot_pd`, indexed as one array of 2560 entries (index × 2 MiB
+    /// is the address the entry maps).
+    PageDirectory,
+    /// `boot_pt`, the 4 KiB page table of the guard page's 2 MiB region.
+    PageTable,
+    /// The IDT, indexed by 8-byte word: vector × 2 (low half of the gate) or vector × 2 + 1.
+    Idt,
+}
+
+impl CheckedTable {
+    const ALL: [CheckedTable; 5] = [
+        CheckedTable::Pml4,
+        CheckedTable::Pdpt,
+        CheckedTable::PageDirectory,
+        CheckedTable::PageTable,
+        CheckedTable::Idt,
+    ];
+
+    /// A small number for records that must be plain integers (the `.warm` section).
+    pub fn code(self) -> u64 {
+        match self {
+            CheckedTable::Pml4 => 1,
+            CheckedTable::Pdpt => 2,
+            CheckedTable::PageDirectory => 3,
+            CheckedTable::PageTable => 4,
+            CheckedTable::Idt => 5,
+        }
+    }
+
+    /// The table with [`Self::code`] `code`.
+    pub fn from_code(code: u64) -> Option<CheckedTable> {
+        CheckedTable::ALL
+            .into_iter()
+            .find(|table| table.code() == code)
+    }
+}
+
+/// One table entry that differed from what the boot code writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMismatch {
+    /// Which table.
+    pub table: CheckedTable,
+    /// Entry index (8-byte words for the IDT, see [`CheckedTable::Idt`]).
+    pub index: u64,
+    /// The value found (with the CPU's accessed/dirty bits, if set).
+    pub found: u64,
+    /// The value the boot code writes.
+    pub expected: u64,
+}
+
+impl core::fmt::Display for EntryMismatch {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let index = self.index;
+        match self.table {
+            CheckedTable::Pml4 => write!(formatter, "PML4[{index}]")?,
+            CheckedTable::Pdpt => write!(formatter, "PDPT[{index}]")?,
+            CheckedTable::PageDirectory => {
+                write!(formatter, "PD[{index}] (maps {:#x})", index << 21)?
+            }
+            CheckedTable::PageTable => write!(
+                formatter,
+                "PT[{index}] (maps {:#x})",
+                guard_region_base() + index * 4096
+            )?,
+            CheckedTable::Idt => write!(
+                formatter,
+                "IDT[{:#x}] {} half",
+                index / 2,
+                if index.is_multiple_of(2) {
+                    "low"
+                } else {
+                    "high"
+                }
+            )?,
+        }
+        write!(
+            formatter,
+            " = {:#018x}, expected {:#018x}",
+            self.found, self.expected
+        )
+    }
+}
+
+/// Base of the 2 MiB region that holds the guard page (mapped by `boot_pt`).
+fn guard_region_base() -> u64 {
+    stack_guard_range().0 & !0x1F_FFFF
+}
+
+/// The value the cold entry writes into entry `index` of `table` (a page table).
+fn expected_entry(table: CheckedTable, index: u64) -> u64 {
+    let guard = stack_guard_range().0;
+    match table {
+        CheckedTable::Pml4 if index == 0 => {
+            core::ptr::addr_of!(boot_pdpt) as u64 | ENTRY_PRESENT_WRITABLE
+        }
+        CheckedTable::Pdpt if index < 5 => {
+            (core::ptr::addr_of!(boot_pd) as u64 + index * 4096) | ENTRY_PRESENT_WRITABLE
+        }
+        CheckedTable::PageDirectory if index == guard >> 21 => {
+            core::ptr::addr_of!(boot_pt) as u64 | ENTRY_PRESENT_WRITABLE
+        }
+        CheckedTable::PageDirectory => index << 21 | ENTRY_LARGE_PAGE | ENTRY_PRESENT_WRITABLE,
+        CheckedTable::PageTable => {
+            let address = guard_region_base() + index * 4096;
+            if address == guard {
+                0
+            } else {
+                address | ENTRY_PRESENT_WRITABLE
+            }
+        }
+        CheckedTable::Pml4 | CheckedTable::Pdpt | CheckedTable::Idt => 0,
+    }
+}
+
+/// Compares all 4096 entries of the boot page tables with what the cold entry writes
+/// (ignoring the accessed and dirty bits the CPU sets), calls `report` for each one that
+/// differs, and returns their number. With `repair`, each differing entry is rewritten and,
+/// if there was one, CR3 is reloaded (TLB flush).
+///
+/// Touches no static but the page tables: the warm entry calls it before `.bss` is zeroed.
+pub fn check_page_tables(repair: bool, mut report: impl FnMut(EntryMismatch)) -> usize {
+    let tables = [
+        (
+            CheckedTable::Pml4,
+            core::ptr::addr_of!(boot_pml4) as u64,
+            TABLE_ENTRIES,
+        ),
+        (
+            CheckedTable::Pdpt,
+            core::ptr::addr_of!(boot_pdpt) as u64,
+            TABLE_ENTRIES,
+        ),
+        (
+            CheckedTable::PageDirectory,
+            core::ptr::addr_of!(boot_pd) as u64,
+            BOOT_PD_ENTRIES as usize,
+        ),
+        (
+            CheckedTable::PageTable,
+            core::ptr::addr_of!(boot_pt) as u64,
+            TABLE_ENTRIES,
+        ),
+    ];
+    let mut mismatches = 0;
+    for (table, base, entries) in tables {
+        for index in 0..entries {
+            let entry = (base as *mut u64).wrapping_add(index);
+            // SAFETY: `entry` lies inside one of the boot page tables in `.boot` (`entries`
+            // 8-byte entries from a page-aligned `base`), mapped and writable. Volatile: the
+            // CPU's page walker is the other user of this memory.
+            let found = unsafe { entry.read_volatile() };
+            let expected = expected_entry(table, index as u64);
+            if found & !ENTRY_HARDWARE_BITS == expected {
+                continue;
+            }
+            mismatches += 1;
+            report(EntryMismatch {
+                table,
+                index: index as u64,
+                found,
+                expected,
+            });
+            if repair {
+                // SAFETY: as for the read; `expected` is exactly what the cold entry wrote
+                // there, so the mapping becomes the identity map every part of the kernel
+                // assumes. The TLB is flushed below.
+                unsafe { entry.write_volatile(expected) };
+            }
+        }
+    }
+    if repair && mismatches > 0 {
+        // SAFETY: reloading CR3 with its own value only flushes the (non-global) TLB entries,
+        // so the entries rewritten above take effect.
+        unsafe {
+            core::arch::asm!(
+                "mov {0}, cr3",
+                "mov cr3, {0}",
+                out(reg) _,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+    mismatches
 }

@@ -56,6 +56,14 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
     boot::load_task_register();
     arch::install_idt();
     log_image_layout();
+    // The warm entry compares the tables with what this file expects: both must agree with
+    // what the assembly built.
+    let mismatches =
+        boot::check_page_tables(false, |mismatch| error!("boot page tables: {mismatch}"));
+    assert!(
+        mismatches == 0,
+        "{mismatches} boot page-table entries differ from the expected identity map"
+    );
     let boot_info = match BootInfo::parse(start_info_address) {
         Ok(boot_info) => boot_info,
         Err(error) => panic!("cannot parse start_info: {error}"),
@@ -79,6 +87,7 @@ pub extern "C" fn kernel_warm_main() -> ! {
         "xenstore-stubdom {VERSION}: warm restart {restarts} (same domain; statics reset, \
          Xen-side state kept)"
     );
+    warm::report_entry_check();
     let Some(boot_info) = warm::saved_boot_info() else {
         panic::halt_with("warm restart without saved boot information")
     };

@@ -480,3 +480,19 @@ pub fn install_idt() {
     // SAFETY: `pointer` describes a valid, 'static IDT whose gates point at the stubs above.
     unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) };
 }
+
+/// Self-test hook (`--selftest=warm-stack-overflow`): overwrites the low half of the gate of
+/// vector 0x80, which nothing raises, with garbage — damage the next warm entry must report.
+/// Returns the IDT word index as [`check_idt`] will report it.
+pub fn damage_idt_for_self_test() -> u64 {
+    const VECTOR: usize = 0x80;
+    // SAFETY: single vCPU, interrupts off; the gate of vector 0x80 is never used (no `int`
+    // instruction, no device raises it), so no delivery reads the garbage written here.
+    unsafe {
+        core::ptr::addr_of_mut!(IDT)
+            .cast::<u64>()
+            .add(VECTOR * 2)
+            .write_volatile(0xBAD0_BAD0_BAD0_BAD0)
+    };
+    (VECTOR * 2) as u64
+}

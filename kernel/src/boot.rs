@@ -618,3 +618,37 @@ pub fn check_page_tables(repair: bool, mut report: impl FnMut(EntryMismatch)) ->
     }
     mismatches
 }
+
+/// The task register's current selector ([`TSS_SELECTOR`] once [`load_task_register`] ran).
+pub fn task_register() -> u16 {
+    let selector: u16;
+    // SAFETY: `str` only reads the task register.
+    unsafe {
+        core::arch::asm!("str {0:x}", out(reg) selector, options(nomem, nostack, preserves_flags))
+    };
+    selector
+}
+
+/// Self-test hook (`--selftest=warm-stack-overflow`, without Xen only): clears the writable
+/// bit of the last page-directory entry (the top 2 MiB of the grant window, never touched
+/// without Xen) — damage the next warm entry must find and repair. Returns the entry as
+/// [`check_page_tables`] will report it.
+pub fn damage_page_table_for_self_test() -> EntryMismatch {
+    let index = u64::from(BOOT_PD_ENTRIES) - 1;
+    let expected = expected_entry(CheckedTable::PageDirectory, index);
+    let damaged = expected & !0x2;
+    // SAFETY: the entry is the last of the 5 page directories (in bounds); it maps grant
+    // window memory that nothing uses without Xen, so making it read-only affects no access.
+    // Its stale TLB entry, if any, is never used either.
+    unsafe {
+        (core::ptr::addr_of!(boot_pd) as *mut u64)
+            .add(index as usize)
+            .write_volatile(damaged)
+    };
+    EntryMismatch {
+        table: CheckedTable::PageDirectory,
+        index,
+        found: damaged,
+        expected,
+    }
+}

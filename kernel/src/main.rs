@@ -387,8 +387,100 @@ static SELFTEST_MARKER: core::sync::atomic::AtomicU64 = core::sync::atomic::Atom
 /// panic storm ([`warm::PANIC_STORM_COUNT`] + 1 panics) would allow.
 const SELFTEST_INJECTED_CRASHES: u64 = 2 * warm::PANIC_STORM_COUNT as u64;
 
+/// Depth at which the stack-overflow self-test's recursion would give up (never reached: the
+/// 128 KiB stack holds about 120 of its 1 KiB frames).
+const SELFTEST_RECURSION_DEPTH_MAX: u64 = 1 << 20;
+
+/// Recurses with frames of over 1 KiB until the boot stack runs into its guard page; returns
+/// only if [`SELFTEST_RECURSION_DEPTH_MAX`] comes first.
+#[inline(never)]
+fn recurse_for_self_test(depth: u64) -> u64 {
+    let mut frame = [0u8; 1024];
+    // Keeps the frame (and the recursion) from being optimised away.
+    core::hint::black_box(&mut frame);
+    if core::hint::black_box(depth) >= SELFTEST_RECURSION_DEPTH_MAX {
+        return depth;
+    }
+    recurse_for_self_test(depth + 1).wrapping_add(u64::from(frame[0]))
+}
+
+/// `--selftest=stack-overflow` and `warm-stack-overflow`: overflow the boot stack. Must end
+/// in the double-fault report (`double fault: kernel stack overflow?`), never return.
+fn overflow_stack_for_self_test() {
+    let (guard_start, guard_end) = boot::stack_guard_range();
+    info!(
+        "selftest: overflowing the boot stack into its guard page {guard_start:#x}-{guard_end:#x}"
+    );
+    let depth = recurse_for_self_test(0);
+    error!("selftest: recursion to depth {depth} ended without reaching the guard page");
+}
+
+/// The warm boots of `--selftest=warm-stack-overflow` (no Xen). Restart 1 (after the first
+/// overflow): the warm entry found the tables intact — the guard page kept the overflow off
+/// them; then a page-directory entry and an IDT gate are damaged and the stack overflows
+/// again. Restart 2: the TSS was loaded again (`ltr` after the busy bit), the entry check
+/// reported exactly the damage and repaired the page table, and the stack was painted anew.
+fn warm_stack_overflow_self_test(restarts: u64) {
+    let check = warm::entry_check();
+    if restarts == 1 {
+        if check.page_table_mismatches != 0 || check.idt_mismatches != 0 {
+            panic!("selftest: the stack overflow damaged the boot tables: {check:?}");
+        }
+        let damaged_entry = boot::damage_page_table_for_self_test();
+        let damaged_word = arch::damage_idt_for_self_test();
+        info!(
+            "selftest: damaged {damaged_entry} and the low half of IDT[{:#x}]; overflowing again",
+            damaged_word / 2
+        );
+        overflow_stack_for_self_test();
+        return;
+    }
+    let mut problems = 0;
+    if boot::task_register() != boot::TSS_SELECTOR {
+        error!(
+            "selftest: task register {:#x}, expected {:#x}",
+            boot::task_register(),
+            boot::TSS_SELECTOR
+        );
+        problems += 1;
+    }
+    let reported = check.recorded.iter().flatten();
+    let page_directory = reported
+        .clone()
+        .any(|mismatch| mismatch.table == boot::CheckedTable::PageDirectory);
+    let idt = reported
+        .clone()
+        .any(|mismatch| mismatch.table == boot::CheckedTable::Idt);
+    if check.page_table_mismatches != 1 || check.idt_mismatches != 1 || !page_directory || !idt {
+        error!("selftest: the warm entry check did not report exactly the damage: {check:?}");
+        problems += 1;
+    }
+    let left = boot::check_page_tables(false, |mismatch| error!("selftest: still {mismatch}"));
+    if left != 0 {
+        problems += 1;
+    }
+    let stack = stack::boot_stack_usage();
+    if stack.exhausted() {
+        error!("selftest: boot stack not painted again: {stack}");
+        problems += 1;
+    }
+    if problems != 0 {
+        panic!("selftest: warm stack overflow: {problems} problem(s) after restart {restarts}");
+    }
+    info!(
+        "selftest: warm stack overflow ok: {restarts} overflows reported on the double-fault \
+         stack, TSS reloaded, page directory repaired and IDT damage reported at the warm entry, \
+         boot stack {stack}"
+    );
+    panic::power_off_without_xen();
+}
+
 /// The second half of `--selftest=warm-restart` (warm boot, no Xen): statics are fresh.
 fn warm_restart_self_test_done(boot_info: &BootInfo) {
+    if boot_info.option("--selftest") == Some("warm-stack-overflow") {
+        warm_stack_overflow_self_test(warm::restarts());
+        return;
+    }
     if boot_info.option("--selftest") == Some("warm-panic-storm") {
         panic!(
             "selftest: panic again after warm restart {}",
@@ -432,6 +524,13 @@ fn run_self_tests(boot_info: &BootInfo) {
             error!("selftest: read {value:#x} from an unmapped address without a fault");
         }
         Some("panic") => panic!("selftest: deliberate panic"),
+        Some("stack-overflow") => overflow_stack_for_self_test(),
+        Some("warm-stack-overflow") => {
+            // Overflow, warm restart from the double-fault stack, damage, overflow again,
+            // check (see `warm_stack_overflow_self_test`).
+            warm::enable();
+            overflow_stack_for_self_test();
+        }
         Some("warm-panic-storm") => {
             warm::enable();
             panic!("selftest: first panic of a storm");

@@ -16,6 +16,9 @@ use core::fmt;
 pub const PAINT: u64 = 0x5A17_C0DE_5A17_C0DE;
 /// Bytes right below the entry's RSP that are not painted.
 pub const PAINT_MARGIN_BYTES: usize = 256;
+/// Less than this much of the stack never used counts as exhausted: a frame that ran into the
+/// guard page need not have written the lowest words of the stack.
+const HEADROOM_MIN_BYTES: u64 = 1024;
 
 /// Deepest use of the boot stack so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +30,10 @@ pub struct StackUsage {
 }
 
 impl StackUsage {
-    /// The whole stack was used: it ran into the guard page (or the paint was destroyed).
+    /// (Nearly) the whole stack was used: less than 1 KiB was never touched. The sign of an
+    /// overflow into the guard page (or of paint destroyed by a stray write).
     pub fn exhausted(&self) -> bool {
-        self.used_bytes >= self.size_bytes
+        self.size_bytes.saturating_sub(self.used_bytes) < HEADROOM_MIN_BYTES
     }
 }
 

@@ -5,10 +5,14 @@
 #   scripts/kernel-smoke.sh          # builds the kernel first (scripts/build-kernel.sh)
 #   KERNEL_ELF=path scripts/kernel-smoke.sh   # test an existing ELF
 #
-# Boots: a normal one (banner, start_info parsed, heap ok, "not running on Xen", clean
-# power-off); two deliberate failures (--selftest=page-fault, --selftest=panic) that must print
-# a PANIC line with location; and the warm-restart self-tests (restart in place, panic-storm
-# stop, injected crashes not counted as a storm). Exit status 0 when every check passes.
+# Boots: a normal one (banner, start_info parsed, heap ok, guard page, TSS, stack high-water,
+# "not running on Xen", clean power-off); deliberate failures that must print a PANIC line
+# with location (--selftest=page-fault, --selftest=panic) or the double-fault report of a
+# stack overflow (--selftest=stack-overflow; a triple fault would end QEMU silently with status
+# 0); and the warm-restart self-tests (restart in place, panic-storm stop, injected crashes
+# not counted as a storm, and warm-stack-overflow: two overflows, each reported and followed
+# by a warm restart from the double-fault stack, and damaged boot tables found by the warm
+# entry check). Exit status 0 when every check passes.
 set -euo pipefail
 
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,6 +62,18 @@ expect() {
     fi
 }
 
+# expect_count NAME COUNT PATTERN: exactly COUNT lines match
+expect_count() {
+    local name="$1" count="$2" pattern="$3" found
+    found="$(grep -Ec -- "$pattern" "$work/$name.log" || true)"
+    if [[ "$found" == "$count" ]]; then
+        echo "ok   [$name] $count x $pattern"
+    else
+        echo "FAIL [$name] $found lines (expected $count): $pattern" >&2
+        failures=$((failures + 1))
+    fi
+}
+
 boot normal "--loglevel=info --event 7" 1
 expect normal 'xenstore-stubdom [0-9.]+: PVH boot, start_info at 0x'
 expect normal 'start_info parsed: magic ok, at 0x[0-9a-f]+, version 1, .*cmdline "--loglevel=info --event 7"'
@@ -65,6 +81,9 @@ expect normal 'memory map: [1-9][0-9]* entries, [1-9][0-9]* KiB RAM'
 expect normal 'no Xen CPUID signature found'
 expect normal 'heap ok: 0x[0-9a-f]+-0x[0-9a-f]+ \([1-9][0-9]* KiB'
 expect normal 'console ring self-test ok'
+expect normal 'stack 0x[0-9a-f]+-0x[0-9a-f]+ \(guard page 0x[0-9a-f]+-0x[0-9a-f]+ not present\)'
+expect normal 'TSS loaded \(selector 0x20\): #DF, NMI and #MC run on interrupt stacks'
+expect normal 'boot stack [1-9][0-9]* KiB max of 128 KiB$'
 expect normal 'not running on Xen: nothing to serve, powering off'
 if grep -q PANIC "$work/normal.log"; then
     echo "FAIL [normal] unexpected PANIC" >&2
@@ -76,11 +95,22 @@ expect page-fault 'PANIC: CPU exception 14 \(page fault\) .*cr2=0x200000000 .* a
 
 boot panic "--selftest=panic" 7
 expect panic 'PANIC: selftest: deliberate panic at src/main.rs:[0-9]+:[0-9]+'
+expect panic 'PANIC: selftest: deliberate panic at .*; boot stack [1-9][0-9]* KiB max of 128 KiB$'
+
+# The stack overflow must be reported by the double-fault handler on its own stack, not end
+# in a triple fault (QEMU would exit 0 with no PANIC line).
+stack_overflow_report='PANIC: double fault: kernel stack overflow\? rsp=0x[0-9a-f]+ cr2=0x[0-9a-f]+ \(guard page 0x[0-9a-f]+-0x[0-9a-f]+ below the boot stack'
+boot stack-overflow "--selftest=stack-overflow" 7
+expect stack-overflow 'selftest: overflowing the boot stack into its guard page'
+expect stack-overflow "$stack_overflow_report"
+expect stack-overflow 'PANIC: double fault: .*; boot stack 128 KiB max of 128 KiB \(exhausted\)$'
+expect_count stack-overflow 0 'PANIC \(nested\)'
 
 # Warm restart in place (kernel/src/warm.rs): statics fresh after the jump, a storm of real
 # panics stops, injected crashes (inject-crash) back to back do not count as a storm.
 boot warm-restart "--selftest=warm-restart" 1
 expect warm-restart 'warm restart 1: recovering from the log'
+expect warm-restart 'warm entry check: boot page tables and IDT as built'
 expect warm-restart 'selftest: warm restart 1 ok: .bss zeroed, .data restored, heap fresh'
 
 boot warm-panic-storm "--selftest=warm-panic-storm" 7
@@ -89,6 +119,18 @@ expect warm-panic-storm 'PANIC: 6 panics within 10 s while warm-restarting: givi
 boot warm-injected-crashes "--selftest=warm-injected-crashes" 1
 expect warm-injected-crashes 'warm restart 10: recovering from the log'
 expect warm-injected-crashes 'selftest: 10 injected crashes back to back restarted in place \(no panic-storm stop\)'
+
+# Two stack overflows, each reported on the double-fault stack and followed by a warm restart
+# from it; between them a page-directory entry and an IDT gate are damaged, which the second
+# warm entry must report (and repair).
+boot warm-stack-overflow "--selftest=warm-stack-overflow" 1
+expect_count warm-stack-overflow 2 "$stack_overflow_report"
+expect warm-stack-overflow 'warm restart 2: recovering from the log'
+expect warm-stack-overflow 'WARM ENTRY CHECK FAILED: 1 boot page-table entries differed .*; 1 IDT words differed'
+expect warm-stack-overflow '  PD\[2559\] \(maps 0x13fe00000\) = 0x000000013fe00081, expected 0x000000013fe00083'
+expect warm-stack-overflow '  IDT\[0x80\] low half = 0xbad0bad0bad0bad0'
+expect warm-stack-overflow 'selftest: warm stack overflow ok: 2 overflows reported'
+expect_count warm-stack-overflow 0 'PANIC \(nested\)'
 
 if [[ "$failures" -ne 0 ]]; then
     echo "kernel-smoke: $failures check(s) FAILED" >&2

@@ -2,6 +2,14 @@
 //! with the exception stubs (every exception is fatal and reported through the panic path)
 //! and the event-channel upcall stub.
 //!
+//! Double fault (#DF), NMI and machine check (#MC) run on their own interrupt stacks (IST1–3
+//! of the TSS that [`crate::boot::load_task_register`] loads): a double fault is what the CPU
+//! raises when it cannot push a page fault's frame because the stack ran into the guard page
+//! below the boot stack, and its handler must not need that stack. The #DF report says
+//! `double fault: kernel stack overflow?` when CR2 or the interrupted RSP lies in the guard
+//! page; the panic path then runs on the 16 KiB IST1 stack and ends in a warm restart (which
+//! resets RSP to the top of the boot stack) or a halt, never in a return.
+//!
 //! Interrupt model (single vCPU): the kernel runs with IF=0 at all times except inside
 //! [`wait_for_interrupt`], which executes `sti; hlt` — the STI shadow makes the pair atomic, so
 //! an interrupt that became pending after the caller's last check still wakes the `hlt`.
@@ -129,21 +137,36 @@ impl IdtEntry {
         reserved: 0,
     };
 
-    fn interrupt_gate(handler: u64) -> IdtEntry {
+    /// A 64-bit interrupt gate; `ist` = 0 stays on the current stack, 1–7 switch to that
+    /// TSS interrupt stack.
+    fn interrupt_gate(handler: u64, ist: u8) -> IdtEntry {
         IdtEntry {
             offset_low: handler as u16,
             selector: 0x08, // 64-bit code segment of the boot GDT
-            ist: 0,
+            ist,
             type_attributes: 0x8E, // present, DPL 0, 64-bit interrupt gate
             offset_middle: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,
             reserved: 0,
         }
     }
+
+    /// The gate as the two 8-byte words the CPU reads (low, high).
+    fn words(&self) -> [u64; 2] {
+        [
+            u64::from(self.offset_low)
+                | u64::from(self.selector) << 16
+                | u64::from(self.ist) << 32
+                | u64::from(self.type_attributes) << 40
+                | u64::from(self.offset_middle) << 48,
+            u64::from(self.offset_high) | u64::from(self.reserved) << 32,
+        ]
+    }
 }
 
 #[repr(C, align(4096))]
 struct Idt([IdtEntry; 256]);
+const _: () = assert!(core::mem::size_of::<Idt>() == 256 * 16);
 
 static mut IDT: Idt = Idt([IdtEntry::MISSING; 256]);
 
@@ -333,12 +356,50 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved",
 ];
 
+/// Vector of the NMI.
+const NMI_VECTOR: u64 = 2;
+/// Vector of the double fault.
+const DOUBLE_FAULT_VECTOR: u64 = 8;
+/// Vector of the page fault.
+const PAGE_FAULT_VECTOR: u64 = 14;
+/// Vector of the machine check.
+const MACHINE_CHECK_VECTOR: u64 = 18;
+
+/// The interrupt stack (IST slot) an exception vector runs on; 0 = the current stack.
+fn ist_for_vector(vector: u64) -> u8 {
+    match vector {
+        DOUBLE_FAULT_VECTOR => crate::boot::IST_DOUBLE_FAULT,
+        NMI_VECTOR => crate::boot::IST_NMI,
+        MACHINE_CHECK_VECTOR => crate::boot::IST_MACHINE_CHECK,
+        _ => 0,
+    }
+}
+
 extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
     let name = EXCEPTION_NAMES
         .get(frame.vector as usize)
         .copied()
         .unwrap_or("unknown");
-    let cr2 = if frame.vector == 14 { read_cr2() } else { 0 };
+    // A #DF from a stack overflow follows a page fault (on the guard page), so CR2 is
+    // meaningful for both.
+    let cr2 = if frame.vector == PAGE_FAULT_VECTOR || frame.vector == DOUBLE_FAULT_VECTOR {
+        read_cr2()
+    } else {
+        0
+    };
+    let (guard_start, guard_end) = crate::boot::stack_guard_range();
+    let in_guard = |address: u64| (guard_start..guard_end).contains(&address);
+    if (frame.vector == DOUBLE_FAULT_VECTOR || frame.vector == PAGE_FAULT_VECTOR)
+        && (in_guard(cr2) || in_guard(frame.rsp))
+    {
+        let (stack_bottom, stack_top) = crate::boot::stack_range();
+        panic!(
+            "{name}: kernel stack overflow? rsp={:#x} cr2={cr2:#x} (guard page \
+             {guard_start:#x}-{guard_end:#x} below the boot stack {stack_bottom:#x}-\
+             {stack_top:#x}) rip={:#x} error_code={:#x} rbp={:#x}",
+            frame.rsp, frame.rip, frame.error_code, frame.rbp
+        );
+    }
     panic!(
         "CPU exception {} ({}) error_code={:#x} rip={:#x} rsp={:#x} rflags={:#x} cr2={:#x} \
          rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
@@ -359,21 +420,79 @@ extern "C" fn exception_dispatch(frame: &ExceptionFrame) -> ! {
     );
 }
 
-/// Installs the IDT: vectors 0–31 report the exception and panic; [`UPCALL_VECTOR`] is the
-/// event-channel upcall. Must run before interrupts are ever enabled.
-pub fn install_idt() {
+/// The gate [`install_idt`] writes for `vector`.
+fn expected_gate(vector: usize) -> IdtEntry {
     let stubs: [u64; 32] = exception_stub_table;
+    match stubs.get(vector) {
+        Some(stub) => IdtEntry::interrupt_gate(*stub, ist_for_vector(vector as u64)),
+        None if vector == usize::from(UPCALL_VECTOR) => {
+            IdtEntry::interrupt_gate(upcall_stub as *const () as u64, 0)
+        }
+        None => IdtEntry::MISSING,
+    }
+}
+
+/// Compares the IDT in memory with what [`install_idt`] writes, word by word; calls `report`
+/// for each differing 8-byte word and returns their number. Reads only.
+///
+/// The warm entry calls it before `.bss` (which holds the IDT) is zeroed: a gate broken in
+/// the previous run (which would have turned the next exception into a triple fault) is
+/// reported before the warm boot rebuilds the table.
+pub fn check_idt(mut report: impl FnMut(crate::boot::EntryMismatch)) -> usize {
+    let base = core::ptr::addr_of!(IDT).cast::<u64>();
+    let mut mismatches = 0;
+    for vector in 0..256 {
+        let expected = expected_gate(vector).words();
+        for (half, expected_word) in expected.into_iter().enumerate() {
+            let index = vector * 2 + half;
+            // SAFETY: `index` < 512 and the IDT is 256 16-byte gates = 512 aligned words in
+            // .bss, always mapped. Volatile: the CPU reads this memory, not Rust code, and
+            // the warm entry reads it before Rust's view of .bss is reset.
+            let found = unsafe { base.wrapping_add(index).read_volatile() };
+            if found != expected_word {
+                mismatches += 1;
+                report(crate::boot::EntryMismatch {
+                    table: crate::boot::CheckedTable::Idt,
+                    index: index as u64,
+                    found,
+                    expected: expected_word,
+                });
+            }
+        }
+    }
+    mismatches
+}
+
+/// Installs the IDT: vectors 0–31 report the exception and panic (#DF, NMI and #MC on their
+/// interrupt stacks); [`UPCALL_VECTOR`] is the event-channel upcall. Must run before
+/// interrupts are ever enabled, and after [`crate::boot::load_task_register`].
+pub fn install_idt() {
     // SAFETY: single vCPU, interrupts disabled, called once during boot before anything reads
     // the IDT: this is the only live reference to `IDT`.
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
-    for (vector, stub) in stubs.iter().enumerate() {
-        idt.0[vector] = IdtEntry::interrupt_gate(*stub);
+    for (vector, gate) in idt.0.iter_mut().enumerate() {
+        *gate = expected_gate(vector);
     }
-    idt.0[UPCALL_VECTOR as usize] = IdtEntry::interrupt_gate(upcall_stub as *const () as u64);
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
         base: core::ptr::addr_of!(IDT) as u64,
     };
     // SAFETY: `pointer` describes a valid, 'static IDT whose gates point at the stubs above.
     unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) };
+}
+
+/// Self-test hook (`--selftest=warm-stack-overflow`): overwrites the low half of the gate of
+/// vector 0x80, which nothing raises, with garbage — damage the next warm entry must report.
+/// Returns the IDT word index as [`check_idt`] will report it.
+pub fn damage_idt_for_self_test() -> u64 {
+    const VECTOR: usize = 0x80;
+    // SAFETY: single vCPU, interrupts off; the gate of vector 0x80 is never used (no `int`
+    // instruction, no device raises it), so no delivery reads the garbage written here.
+    unsafe {
+        core::ptr::addr_of_mut!(IDT)
+            .cast::<u64>()
+            .add(VECTOR * 2)
+            .write_volatile(0xBAD0_BAD0_BAD0_BAD0)
+    };
+    (VECTOR * 2) as u64
 }

@@ -27,6 +27,7 @@ mod panic;
 )]
 mod platform;
 mod service;
+mod stack;
 mod start_info;
 mod warm;
 #[allow(
@@ -52,8 +53,17 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
     let entry_tsc = arch::rdtsc();
     logger::init(LevelFilter::Info);
     info!("xenstore-stubdom {VERSION}: PVH boot, start_info at {start_info_address:#x}");
+    boot::load_task_register();
     arch::install_idt();
     log_image_layout();
+    // The warm entry compares the tables with what this file expects: both must agree with
+    // what the assembly built.
+    let mismatches =
+        boot::check_page_tables(false, |mismatch| error!("boot page tables: {mismatch}"));
+    assert!(
+        mismatches == 0,
+        "{mismatches} boot page-table entries differ from the expected identity map"
+    );
     let boot_info = match BootInfo::parse(start_info_address) {
         Ok(boot_info) => boot_info,
         Err(error) => panic!("cannot parse start_info: {error}"),
@@ -67,13 +77,17 @@ pub extern "C" fn kernel_main(start_info_address: u64) -> ! {
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_warm_main() -> ! {
     let entry_tsc = arch::rdtsc();
-    logger::init(LevelFilter::Info);
+    // First: the IDT (zeroed with .bss) and the TSS its IST gates need; nothing may fault
+    // before they are back.
+    boot::load_task_register();
     arch::install_idt();
+    logger::init(LevelFilter::Info);
     let restarts = warm::restarts();
     info!(
         "xenstore-stubdom {VERSION}: warm restart {restarts} (same domain; statics reset, \
          Xen-side state kept)"
     );
+    warm::report_entry_check();
     let Some(boot_info) = warm::saved_boot_info() else {
         panic::halt_with("warm restart without saved boot information")
     };
@@ -90,11 +104,19 @@ pub extern "C" fn kernel_warm_main() -> ! {
 fn log_image_layout() {
     let (image_start, image_end) = boot::kernel_image_range();
     let (stack_bottom, stack_top) = boot::stack_range();
+    let (guard_start, guard_end) = boot::stack_guard_range();
     info!(
-        "kernel image {image_start:#x}-{image_end:#x}, stack {stack_bottom:#x}-{stack_top:#x}, \
-         identity map 0-5 GiB (grant window {:#x}+{} MiB)",
+        "kernel image {image_start:#x}-{image_end:#x}, stack {stack_bottom:#x}-{stack_top:#x} \
+         (guard page {guard_start:#x}-{guard_end:#x} not present), identity map 0-5 GiB \
+         (grant window {:#x}+{} MiB)",
         boot::GRANT_WINDOW_BASE,
         boot::GRANT_WINDOW_SIZE_BYTES >> 20
+    );
+    let (double_fault_bottom, double_fault_top) = boot::double_fault_stack_range();
+    info!(
+        "TSS loaded (selector {:#x}): #DF, NMI and #MC run on interrupt stacks (#DF \
+         {double_fault_bottom:#x}-{double_fault_top:#x})",
+        boot::TSS_SELECTOR
     );
 }
 
@@ -188,6 +210,7 @@ fn boot(mut boot_info: BootInfo, entry_tsc: u64, warm_boot: Option<service::Warm
             }
             Err(reason) => panic!("console ring self-test failed: {reason}"),
         }
+        info!("boot stack {}", stack::boot_stack_usage());
         info!("not running on Xen: nothing to serve, powering off");
         panic::power_off_without_xen();
     };
@@ -364,8 +387,100 @@ static SELFTEST_MARKER: core::sync::atomic::AtomicU64 = core::sync::atomic::Atom
 /// panic storm ([`warm::PANIC_STORM_COUNT`] + 1 panics) would allow.
 const SELFTEST_INJECTED_CRASHES: u64 = 2 * warm::PANIC_STORM_COUNT as u64;
 
+/// Depth at which the stack-overflow self-test's recursion would give up (never reached: the
+/// 128 KiB stack holds about 120 of its 1 KiB frames).
+const SELFTEST_RECURSION_DEPTH_MAX: u64 = 1 << 20;
+
+/// Recurses with frames of over 1 KiB until the boot stack runs into its guard page; returns
+/// only if [`SELFTEST_RECURSION_DEPTH_MAX`] comes first.
+#[inline(never)]
+fn recurse_for_self_test(depth: u64) -> u64 {
+    let mut frame = [0u8; 1024];
+    // Keeps the frame (and the recursion) from being optimised away.
+    core::hint::black_box(&mut frame);
+    if core::hint::black_box(depth) >= SELFTEST_RECURSION_DEPTH_MAX {
+        return depth;
+    }
+    recurse_for_self_test(depth + 1).wrapping_add(u64::from(frame[0]))
+}
+
+/// `--selftest=stack-overflow` and `warm-stack-overflow`: overflow the boot stack. Must end
+/// in the double-fault report (`double fault: kernel stack overflow?`), never return.
+fn overflow_stack_for_self_test() {
+    let (guard_start, guard_end) = boot::stack_guard_range();
+    info!(
+        "selftest: overflowing the boot stack into its guard page {guard_start:#x}-{guard_end:#x}"
+    );
+    let depth = recurse_for_self_test(0);
+    error!("selftest: recursion to depth {depth} ended without reaching the guard page");
+}
+
+/// The warm boots of `--selftest=warm-stack-overflow` (no Xen). Restart 1 (after the first
+/// overflow): the warm entry found the tables intact — the guard page kept the overflow off
+/// them; then a page-directory entry and an IDT gate are damaged and the stack overflows
+/// again. Restart 2: the TSS was loaded again (`ltr` after the busy bit), the entry check
+/// reported exactly the damage and repaired the page table, and the stack was painted anew.
+fn warm_stack_overflow_self_test(restarts: u64) {
+    let check = warm::entry_check();
+    if restarts == 1 {
+        if check.page_table_mismatches != 0 || check.idt_mismatches != 0 {
+            panic!("selftest: the stack overflow damaged the boot tables: {check:?}");
+        }
+        let damaged_entry = boot::damage_page_table_for_self_test();
+        let damaged_word = arch::damage_idt_for_self_test();
+        info!(
+            "selftest: damaged {damaged_entry} and the low half of IDT[{:#x}]; overflowing again",
+            damaged_word / 2
+        );
+        overflow_stack_for_self_test();
+        return;
+    }
+    let mut problems = 0;
+    if boot::task_register() != boot::TSS_SELECTOR {
+        error!(
+            "selftest: task register {:#x}, expected {:#x}",
+            boot::task_register(),
+            boot::TSS_SELECTOR
+        );
+        problems += 1;
+    }
+    let reported = check.recorded.iter().flatten();
+    let page_directory = reported
+        .clone()
+        .any(|mismatch| mismatch.table == boot::CheckedTable::PageDirectory);
+    let idt = reported
+        .clone()
+        .any(|mismatch| mismatch.table == boot::CheckedTable::Idt);
+    if check.page_table_mismatches != 1 || check.idt_mismatches != 1 || !page_directory || !idt {
+        error!("selftest: the warm entry check did not report exactly the damage: {check:?}");
+        problems += 1;
+    }
+    let left = boot::check_page_tables(false, |mismatch| error!("selftest: still {mismatch}"));
+    if left != 0 {
+        problems += 1;
+    }
+    let stack = stack::boot_stack_usage();
+    if stack.exhausted() {
+        error!("selftest: boot stack not painted again: {stack}");
+        problems += 1;
+    }
+    if problems != 0 {
+        panic!("selftest: warm stack overflow: {problems} problem(s) after restart {restarts}");
+    }
+    info!(
+        "selftest: warm stack overflow ok: {restarts} overflows reported on the double-fault \
+         stack, TSS reloaded, page directory repaired and IDT damage reported at the warm entry, \
+         boot stack {stack}"
+    );
+    panic::power_off_without_xen();
+}
+
 /// The second half of `--selftest=warm-restart` (warm boot, no Xen): statics are fresh.
 fn warm_restart_self_test_done(boot_info: &BootInfo) {
+    if boot_info.option("--selftest") == Some("warm-stack-overflow") {
+        warm_stack_overflow_self_test(warm::restarts());
+        return;
+    }
     if boot_info.option("--selftest") == Some("warm-panic-storm") {
         panic!(
             "selftest: panic again after warm restart {}",
@@ -409,6 +524,13 @@ fn run_self_tests(boot_info: &BootInfo) {
             error!("selftest: read {value:#x} from an unmapped address without a fault");
         }
         Some("panic") => panic!("selftest: deliberate panic"),
+        Some("stack-overflow") => overflow_stack_for_self_test(),
+        Some("warm-stack-overflow") => {
+            // Overflow, warm restart from the double-fault stack, damage, overflow again,
+            // check (see `warm_stack_overflow_self_test`).
+            warm::enable();
+            overflow_stack_for_self_test();
+        }
         Some("warm-panic-storm") => {
             warm::enable();
             panic!("selftest: first panic of a storm");

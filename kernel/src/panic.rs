@@ -1,11 +1,12 @@
 //! The panic handler and power-off paths.
 //!
-//! A panic prints `PANIC: <message> at <file>:<line>:<column>` straight to port 0xE9 (no
-//! locks, no allocation — safe even if the logger or heap is what broke), then best-effort to
-//! the PV console ring, then either restarts in place ([`crate::warm`]: persistence
-//! `crash-resilient` with a log on a device that survives, and no panic storm) or stops the
-//! domain: `SCHEDOP_shutdown(crash)` under Xen, the QEMU isa-debug-exit device otherwise, and
-//! `hlt` forever if neither works.
+//! A panic prints one line, `PANIC: <message> at <file>:<line>:<column>; boot stack 12 KiB
+//! max of 128 KiB` (the boot stack's high-water mark, [`crate::stack`]), straight to port 0xE9
+//! (no locks, no allocation — safe even if the logger or heap is what broke, and on the
+//! double-fault interrupt stack), then best-effort to the PV console ring, then either
+//! restarts in place ([`crate::warm`]: persistence `crash-resilient` with a log on a device
+//! that survives, and no panic storm) or stops the domain: `SCHEDOP_shutdown(crash)` under
+//! Xen, the QEMU isa-debug-exit device otherwise, and `hlt` forever if neither works.
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -39,14 +40,16 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         .location()
         .map(|l| (l.file(), l.line(), l.column()))
         .unwrap_or(("?", 0, 0));
+    // One line (the lab counts PANIC lines), with the boot stack's high-water mark.
+    let stack = crate::stack::boot_stack_usage();
     let _ = writeln!(
         port,
-        "\nPANIC: {} at {file}:{line}:{column}",
+        "\nPANIC: {} at {file}:{line}:{column}; boot stack {stack}",
         info.message()
     );
     let _ = writeln!(
         ConsoleRingWriter,
-        "\nPANIC: {} at {file}:{line}:{column}",
+        "\nPANIC: {} at {file}:{line}:{column}; boot stack {stack}",
         info.message()
     );
     match crate::warm::check_restart(crate::warm::panic_reason()) {

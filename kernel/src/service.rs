@@ -41,7 +41,7 @@ use crate::options::{LogDeviceChoice, Persistence, PersistenceOptions};
 use crate::platform::{self as kernel_platform, Idle, MappedRing, XenPlatform};
 use crate::xen::hypercall::HypercallError;
 use crate::xen::{abi, domctl, time};
-use crate::{arch, heap, logger, xen};
+use crate::{arch, heap, logger, stack, xen};
 
 /// Interval between heartbeat log lines.
 const HEARTBEAT_INTERVAL_NS: u64 = 30_000_000_000;
@@ -715,10 +715,11 @@ pub fn run(xen: XenPlatform, startup: Startup) -> ! {
                 stats.requests,
             );
             info!(
-                "heartbeat: heap {} KiB used / {} KiB free; console {} bytes written / {} lost; \
-                 {} log records dropped",
+                "heartbeat: heap {} KiB used / {} KiB free, stack {}; console {} bytes written / \
+                 {} lost; {} log records dropped",
                 used / 1024,
                 free / 1024,
+                stack::boot_stack_usage(),
                 xen::console::written_bytes(),
                 xen::console::lost_bytes(),
                 logger::records_dropped()

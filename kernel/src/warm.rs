@@ -26,6 +26,15 @@
 //! Every access is atomic (single vCPU, but the records must be readable from the panic
 //! handler at any time); the boot-info copy is written once at cold boot before anything
 //! reads it.
+//!
+//! **Entry check.** Before the warm entry zeroes `.bss` or restores `.data`, it calls
+//! [`warm_entry_check`] on the freshly reset boot stack: every boot page-table entry is
+//! compared with what the cold entry built ([`crate::boot::check_page_tables`]; differing
+//! entries are rewritten and CR3 reloaded) and the IDT of the previous run with the gates
+//! [`crate::arch::install_idt`] writes ([`crate::arch::check_idt`]; the warm boot rebuilds it
+//! anyway). The findings go to a `.warm` record, because nothing else survives the zeroing;
+//! [`report_entry_check`] logs them once the logger works again — loudly if anything
+//! differed (a sign of memory corruption, e.g. a stack overflow in the previous run).
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -44,6 +53,8 @@ pub const PANIC_STORM_COUNT: usize = 5;
 pub const PANIC_STORM_WINDOW_NS: u64 = 10_000_000_000;
 /// Event channel words (2-level ABI: 4096 ports).
 const PORT_WORDS: usize = 64;
+/// Differing table entries the warm entry check records in detail (the rest are counted).
+pub const ENTRY_MISMATCHES_RECORDED_MAX: usize = 8;
 
 /// `valid` bit of a grant record's first word.
 const GRANT_VALID: u64 = 1 << 63;
@@ -88,6 +99,14 @@ static RAM_LOG: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static BOUND_PORTS: [AtomicU64; PORT_WORDS] = [const { AtomicU64::new(0) }; PORT_WORDS];
 #[unsafe(link_section = ".warm")]
 static KEPT_PORTS: [AtomicU32; KEPT_PORTS_MAX] = [const { AtomicU32::new(0) }; KEPT_PORTS_MAX];
+/// What the last warm entry check found: page-table entries that differed, IDT words that
+/// differed.
+#[unsafe(link_section = ".warm")]
+static ENTRY_CHECK_COUNTS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+/// The first differing entries: [table code (0: none), index, found, expected].
+#[unsafe(link_section = ".warm")]
+static ENTRY_MISMATCHES: [[AtomicU64; 4]; ENTRY_MISMATCHES_RECORDED_MAX] =
+    [const { [const { AtomicU64::new(0) }; 4] }; ENTRY_MISMATCHES_RECORDED_MAX];
 #[unsafe(link_section = ".warm")]
 static GRANTS: [GrantRecord; GRANT_RECORDS_MAX] = [const {
     GrantRecord {
@@ -394,4 +413,90 @@ pub fn restart() -> ! {
     // stack top), zeroes .bss and restores .data before any Rust code runs again, so no Rust
     // value living now is used afterwards. Interrupts are off (above).
     unsafe { warm_start64() }
+}
+
+/// Called by the warm entry `warm_start64` (kernel/src/boot.rs) on the reset boot stack,
+/// before `.bss` is zeroed and `.data` restored: checks (and repairs) the boot page tables
+/// and checks the IDT, recording the findings in `.warm` (see the module documentation).
+///
+/// Uses no static but the page tables, the IDT (read) and the `.warm` record: the others
+/// still hold the previous run's values. Must not panic (there is no panic path to speak of
+/// yet); it only indexes through `get`.
+pub(crate) extern "C" fn warm_entry_check() {
+    for record in &ENTRY_MISMATCHES {
+        record[0].store(0, Ordering::SeqCst);
+    }
+    let mut recorded = 0;
+    let mut record = |mismatch: crate::boot::EntryMismatch| {
+        if let Some(slot) = ENTRY_MISMATCHES.get(recorded) {
+            slot[0].store(mismatch.table.code(), Ordering::SeqCst);
+            slot[1].store(mismatch.index, Ordering::SeqCst);
+            slot[2].store(mismatch.found, Ordering::SeqCst);
+            slot[3].store(mismatch.expected, Ordering::SeqCst);
+            recorded += 1;
+        }
+    };
+    let page_table_mismatches = crate::boot::check_page_tables(true, &mut record);
+    let idt_mismatches = crate::arch::check_idt(&mut record);
+    ENTRY_CHECK_COUNTS[0].store(page_table_mismatches as u64, Ordering::SeqCst);
+    ENTRY_CHECK_COUNTS[1].store(idt_mismatches as u64, Ordering::SeqCst);
+}
+
+/// What the last warm entry check found (see [`warm_entry_check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryCheck {
+    /// Boot page-table entries that differed (rewritten).
+    pub page_table_mismatches: u64,
+    /// IDT words that differed (the IDT is rebuilt anyway).
+    pub idt_mismatches: u64,
+    /// The first differing entries.
+    pub recorded: [Option<crate::boot::EntryMismatch>; ENTRY_MISMATCHES_RECORDED_MAX],
+}
+
+/// The findings of the warm entry check of this boot (all zero on a cold boot).
+pub fn entry_check() -> EntryCheck {
+    let mut recorded = [None; ENTRY_MISMATCHES_RECORDED_MAX];
+    for (slot, record) in recorded.iter_mut().zip(&ENTRY_MISMATCHES) {
+        *slot =
+            crate::boot::CheckedTable::from_code(record[0].load(Ordering::SeqCst)).map(|table| {
+                crate::boot::EntryMismatch {
+                    table,
+                    index: record[1].load(Ordering::SeqCst),
+                    found: record[2].load(Ordering::SeqCst),
+                    expected: record[3].load(Ordering::SeqCst),
+                }
+            });
+    }
+    EntryCheck {
+        page_table_mismatches: ENTRY_CHECK_COUNTS[0].load(Ordering::SeqCst),
+        idt_mismatches: ENTRY_CHECK_COUNTS[1].load(Ordering::SeqCst),
+        recorded,
+    }
+}
+
+/// Logs the warm entry check: one line when everything was as built, else an error line per
+/// differing entry (at most [`ENTRY_MISMATCHES_RECORDED_MAX`]).
+pub fn report_entry_check() {
+    let check = entry_check();
+    if check.page_table_mismatches == 0 && check.idt_mismatches == 0 {
+        log::info!("warm entry check: boot page tables and IDT as built");
+        return;
+    }
+    log::error!(
+        "WARM ENTRY CHECK FAILED: {} boot page-table entries differed from what the cold entry \
+         built (rewritten, CR3 reloaded); {} IDT words differed from the installed gates \
+         (IDT rebuilt). Memory was corrupted in the previous run:",
+        check.page_table_mismatches,
+        check.idt_mismatches
+    );
+    for mismatch in check.recorded.iter().flatten() {
+        log::error!("  {mismatch}");
+    }
+    let total = check.page_table_mismatches + check.idt_mismatches;
+    if total > ENTRY_MISMATCHES_RECORDED_MAX as u64 {
+        log::error!(
+            "  ... and {} more",
+            total - ENTRY_MISMATCHES_RECORDED_MAX as u64
+        );
+    }
 }

@@ -266,7 +266,12 @@ fi
 lab_emit "LAB-STEP crash stopping the clients, checking"
 touch "$work/stop"
 for index in $(seq 1 "$guests"); do
-    guest_domid="$(xl domid "crash-$index" 2>/dev/null)" || { violation "guest crash-$index is gone"; continue; }
+    if ! guest_domid="$(xl domid "crash-$index" 2>/dev/null)"; then
+        violation "guest crash-$index is gone"
+        # Its console's last lines tell a guest kernel crash from a client that gave up.
+        lab_log_tail crash "$(lab_guest_console_log "crash-$index")" 15
+        continue
+    fi
     timeout 60 xenstore-write "/local/domain/$guest_domid/data/crash/stop" 1 || violation "cannot write crash-$index's stop node"
 done
 timeout 60 xenstore-write "$dom0_prefix/stop" 1 || violation "cannot write dom0's stop node"

@@ -15,7 +15,9 @@
 //!   leftovers (nodes and blobs of the earlier commits). A switch formats such a device again;
 //!   a fresh start removes them first ([`leftover_removals`]);
 //! - the caller's `last` mutations go into the final commit together with as much of the end
-//!   of the body as fits beside them, so a state that fits one commit is still written as one.
+//!   of the body as fits beside them, so a state that fits one commit is still written as one;
+//!   [`final_commit`] chooses them for a switch: the root node and the server blob always,
+//!   the connection blobs that fit beside them (the rest join the body).
 //!
 //! Why not one commit: a store with many guests exceeds 1 MiB encoded, and the stub domain
 //! would then stay volatile forever. Why not a special "image complete" marker: the root node
@@ -77,6 +79,35 @@ pub(crate) fn leftover_removals<D: BlockDevice>(log: &Log<D>) -> Vec<Mutation> {
         })
     });
     removals
+}
+
+/// The final commit of a switch: every mutation of `required` (the server blob and the root
+/// node), preceded by each of `preferred` (the connection blobs) that still fits beside them
+/// in one commit with `cause`. Returns the final commit's mutations and the `preferred` ones
+/// left over, for the commits before it (in practice none: connection blobs are small).
+pub(crate) fn final_commit(
+    cause: &Cause,
+    preferred: Vec<Mutation>,
+    required: Vec<Mutation>,
+) -> (Vec<Mutation>, Vec<Mutation>) {
+    let mut size = required
+        .iter()
+        .fold(CommitSize::new(cause), |size, mutation| {
+            size.with(mutation.encoded_len())
+        });
+    let mut last = Vec::with_capacity(preferred.len() + required.len());
+    let mut spilled = Vec::new();
+    for mutation in preferred {
+        let len = mutation.encoded_len();
+        if size.with(len).fits() {
+            size.add(len);
+            last.push(mutation);
+        } else {
+            spilled.push(mutation);
+        }
+    }
+    last.extend(required);
+    (last, spilled)
 }
 
 /// Appends `body` and then `last` to `log` as back-to-back commits with `cause`, each within
@@ -284,6 +315,54 @@ mod tests {
         assert_eq!(log.children("/"), Some(Vec::new()));
         assert_eq!(log.blob("domain/1"), None);
         assert!(leftover_removals(&log).is_empty());
+    }
+
+    /// Connection blobs that do not all fit beside the root node go into earlier commits; the
+    /// final commit still has the root, the server blob and as many of them as fit.
+    #[test]
+    fn connection_blobs_beyond_one_commit_spill_into_earlier_commits() {
+        let blob = |index: usize| Mutation::PutBlob {
+            key: format!("conn/{index}"),
+            value: vec![index as u8; 400 * 1024],
+        };
+        let cause = Cause::default();
+        let server = Mutation::PutBlob {
+            key: String::from("server"),
+            value: b"s".to_vec(),
+        };
+        let (last, spilled) = final_commit(
+            &cause,
+            (0..4).map(blob).collect(),
+            vec![server, node("/", 0)],
+        );
+        assert_eq!(last.len(), 4, "two blobs, the server blob and the root");
+        assert!(is_root(&last[3]));
+        assert_eq!(spilled.len(), 2);
+        let mut log = log();
+        let mut body = vec![node("/data", 10)];
+        body.extend(spilled);
+        let appended = append_in_commits(&mut log, &cause, body, last).unwrap();
+        log.sync().unwrap();
+        assert_eq!(appended.commits, 2);
+        let commits = log.commits(1, 2).unwrap();
+        assert!(commits[0].commit.mutations.iter().all(|m| !is_root(m)));
+        assert!(commits[1].commit.mutations.iter().any(is_root));
+        for index in 0..4 {
+            assert_eq!(
+                log.blob(&format!("conn/{index}")).map(<[u8]>::len),
+                Some(400 * 1024)
+            );
+        }
+        // Nothing preferred fits: the final commit is just what is required.
+        let (last, spilled) = final_commit(
+            &cause,
+            vec![blob(0)],
+            vec![Mutation::PutBlob {
+                key: String::from("big"),
+                value: vec![0; COMMIT_LEN_MAX_BYTES - 1000],
+            }],
+        );
+        assert_eq!((last.len(), spilled.len()), (1, 1));
     }
 
     #[test]

@@ -44,7 +44,7 @@
 use alloc::string::String;
 use core::fmt;
 
-use xenstore_persist::{BlockDevice, Cause, CommitSize, Config as LogConfig, Log, Mutation};
+use xenstore_persist::{BlockDevice, Cause, Config as LogConfig, Log, Mutation};
 use xenstore_shell::{CommitView, DiffView, TargetError};
 
 use crate::engine::Engine;
@@ -52,7 +52,7 @@ use crate::journal::{CommitCause, ConnectionUpdate, Journal};
 use crate::log_journal::{LogError, LogJournal, SERVER_KEY, connection_key};
 use crate::platform::Platform;
 use crate::server::Server;
-use crate::state_commits::{append_in_commits, split_off_root};
+use crate::state_commits::{append_in_commits, final_commit, split_off_root};
 use crate::store_engine::{StoreChanges, StoreEngine, image_mutations_of};
 
 /// A journal that starts volatile and can be switched onto a log at run time.
@@ -263,27 +263,17 @@ where
             key: String::from(SERVER_KEY),
             value: server_state,
         };
-        let mut final_size = CommitSize::new(&cause)
-            .with(root.encoded_len())
-            .with(server.encoded_len());
-        let mut last = alloc::vec::Vec::with_capacity(connection_count + 2);
-        for (id, blob) in connections {
-            if let Some(value) = blob {
-                let mutation = Mutation::PutBlob {
+        let blobs = connections
+            .into_iter()
+            .filter_map(|(id, blob)| {
+                blob.map(|value| Mutation::PutBlob {
                     key: connection_key(id),
                     value,
-                };
-                let len = mutation.encoded_len();
-                if final_size.with(len).fits() {
-                    final_size.add(len);
-                    last.push(mutation);
-                } else {
-                    body.push(mutation);
-                }
-            }
-        }
-        last.push(server);
-        last.push(root);
+                })
+            })
+            .collect();
+        let (last, spilled) = final_commit(&cause, blobs, alloc::vec![server, root]);
+        body.extend(spilled);
         let mutation_count = body.len() + last.len();
         let mut log = Log::create(device, config).map_err(SwitchError::Format)?;
         let appended =

@@ -182,10 +182,11 @@ fn log_config() -> LogConfig {
 }
 
 /// The blkfront driver found dom0's RAM disk (the lead wires this from the driver's poll in
-/// the main loop): switches the running server onto a log on `device` with one durable commit
-/// of the whole state, after which every request is persisted before its reply. Ignored in
-/// mode `none`, when the server already runs on a log (the RAM device), and when the disk
-/// already holds a store (never overwritten; see `switch::device_holds_store`).
+/// the main loop): switches the running server onto a log on `device`, writing the whole state
+/// durably (as many commits as it takes, the store appearing with the last one), after which
+/// every request is persisted before its reply. Ignored in mode `none`, when the server
+/// already runs on a log (the RAM device), and when the disk already holds a store (never
+/// overwritten; see `switch::device_holds_store`).
 /// True when the server switched onto the device.
 pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 'static) -> bool {
     match server.journal() {
@@ -214,10 +215,13 @@ pub fn on_disk_attached(server: &mut KernelServer, device: impl BlockDevice + 's
     match server.switch_to_log(LogDevice::new(device), log_config()) {
         Ok(report) => {
             info!(
-                "persistence: switched onto the disk ({sectors} sectors) in {} us: commit {} \
-                 holds the store and {} ring connections; the state is durable from now on",
+                "persistence: switched onto the disk ({sectors} sectors) in {} us: commits \
+                 {}..={} ({} bytes) hold the store and {} ring connections; the state is \
+                 durable from now on",
                 time::now_ns().saturating_sub(started) / 1000,
-                report.seq,
+                report.first_seq,
+                report.last_seq,
+                report.bytes,
                 report.connections
             );
             true

@@ -397,6 +397,15 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     }
 }
 
+/// Bytes `to_vec(value)` would produce, without encoding into memory.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    match postcard::experimental::serialized_size(value) {
+        Ok(len) => len,
+        // As in `to_vec`: persist types always encode.
+        Err(_) => unreachable!("postcard size of persist types"),
+    }
+}
+
 /// Decode a serde value with postcard, requiring every byte to be used.
 pub fn from_bytes_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
     let (v, rest) = postcard::take_from_bytes(bytes).ok()?;

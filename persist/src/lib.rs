@@ -19,6 +19,8 @@
 //! Log::open_read_only(device, Config, salvage) -> (Log, Recovery)  // writes nothing (inspector)
 //!
 //! log.append(Commit { cause, mutations }) -> Seq           // applied in memory, not yet durable
+//! CommitSize::new(&cause).with(mutation.encoded_len())      // exact encoded size, to split
+//!                                                          // changes over several commits
 //! log.sync() -> Seq                                        // one write + flush for the group;
 //!                                                          // commits <= Seq are durable:
 //!                                                          // release their replies now
@@ -46,7 +48,8 @@
 //!   commit (no mutations) is fine (e.g. to log a cause).
 //! * `append` refuses a commit with a bad path or an oversized item (`Error::InvalidPath`,
 //!   `Error::Limit`, nothing applied, log still usable); a commit is at most 1 MiB encoded
-//!   (`LimitError::CommitTooLarge`: split it).
+//!   (`limits::COMMIT_LEN_MAX_BYTES`, `LimitError::CommitTooLarge`: split it; `CommitSize`
+//!   measures a commit exactly as `append` does, mutation by mutation).
 //! * If `sync` (or anything else) returns `Err`, the log is poisoned; `durable_seq()` still
 //!   says which commits are durable. Re-open the device: recovery returns exactly the durable
 //!   state (possibly more: commits written but not yet acknowledged may survive).
@@ -126,7 +129,7 @@ mod log;
 mod sim;
 mod tree;
 
-pub use commit::{Cause, Commit, Mutation, Seq, components, validate_path};
+pub use commit::{Cause, Commit, CommitSize, Mutation, Seq, components, validate_path};
 pub use device::{BlockDevice, MemDevice};
 pub use error::{Damage, DamageKind, DeviceError, Error, LimitError, OpenError, PathError};
 #[cfg(feature = "std")]

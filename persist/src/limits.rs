@@ -35,6 +35,11 @@ pub const BLOB_LEN_MAX_BYTES: usize = 512 * 1024;
 /// Largest record payload on disk (bytes): one commit or one object.
 pub const RECORD_PAYLOAD_MAX_BYTES: usize = 1024 * 1024;
 
+/// Largest encoded commit (bytes): a commit is one record, so this is
+/// `RECORD_PAYLOAD_MAX_BYTES`. `Log::append` refuses a larger one with
+/// `LimitError::CommitTooLarge`; `CommitSize` measures a commit against it exactly.
+pub const COMMIT_LEN_MAX_BYTES: usize = RECORD_PAYLOAD_MAX_BYTES;
+
 /// Once this many bytes are buffered, they are written and flushed even without `sync()`.
 /// Bounds the distance between two flush points, which bounds the damage probe below.
 pub const BATCH_MAX_BYTES: usize = 1024 * 1024;

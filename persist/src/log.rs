@@ -23,9 +23,9 @@ use crate::format::{
 };
 use crate::history::CheckpointMark;
 use crate::limits::{
-    BATCH_MAX_BYTES, PROBE_WINDOW_BYTES, READ_CACHE_BYTES_DEFAULT, READ_CACHE_CHUNKS_MAX,
-    READ_CHUNK_BYTES, RECORD_PAYLOAD_MAX_BYTES, REGION_BOOKKEEPING_BYTES, RESERVED_SECTORS,
-    SECTOR_SIZE_BYTES, SUPERBLOCK_SECTORS,
+    BATCH_MAX_BYTES, COMMIT_LEN_MAX_BYTES, PROBE_WINDOW_BYTES, READ_CACHE_BYTES_DEFAULT,
+    READ_CACHE_CHUNKS_MAX, READ_CHUNK_BYTES, RECORD_PAYLOAD_MAX_BYTES, REGION_BOOKKEEPING_BYTES,
+    RESERVED_SECTORS, SECTOR_SIZE_BYTES, SUPERBLOCK_SECTORS,
 };
 use crate::tree::{ObjectSink, ObjectSource, Snapshot, Tree};
 
@@ -1229,7 +1229,9 @@ impl<D: BlockDevice> Log<D> {
         self.check_poisoned()?;
         validate_commit(&commit)?;
         let payload = to_vec(&commit);
-        if payload.len() > RECORD_PAYLOAD_MAX_BYTES {
+        // `Commit::encoded_len` / `CommitSize` promise callers exactly this length.
+        debug_assert_eq!(payload.len(), commit.encoded_len());
+        if payload.len() > COMMIT_LEN_MAX_BYTES {
             return Err(Error::Limit(crate::error::LimitError::CommitTooLarge {
                 len: payload.len(),
             }));

@@ -111,6 +111,68 @@ fn invalid_input_is_rejected_without_effect() {
     assert_eq!(log.append(put("/ok", "x")).unwrap(), 1);
 }
 
+/// `CommitSize` measures what `append` limits: a commit of exactly
+/// `COMMIT_LEN_MAX_BYTES` encoded bytes is accepted, one byte more is refused with
+/// `CommitTooLarge` (nothing applied, the log still usable).
+#[test]
+fn commit_size_predicts_the_commit_limit_exactly() {
+    use xenstore_persist::limits::{BLOB_LEN_MAX_BYTES, COMMIT_LEN_MAX_BYTES};
+    use xenstore_persist::{CommitSize, LimitError};
+    let cause = put("/x", "x").cause;
+    // Blobs of at most BLOB_LEN_MAX_BYTES, the last one sized to land exactly on the limit.
+    let build = |extra: usize| -> (Commit, CommitSize) {
+        let mut size = CommitSize::new(&cause);
+        let mut mutations = Vec::new();
+        for index in 0.. {
+            let probe = Mutation::PutBlob {
+                key: format!("b{index}"),
+                value: Vec::new(),
+            };
+            let room = COMMIT_LEN_MAX_BYTES + extra - size.with(probe.encoded_len()).encoded_len();
+            // The value's length prefix grows with the value: shrink until it fits exactly.
+            let mut len = room.min(BLOB_LEN_MAX_BYTES);
+            let blob = loop {
+                let blob = Mutation::PutBlob {
+                    key: format!("b{index}"),
+                    value: vec![index as u8; len],
+                };
+                if size.with(blob.encoded_len()).encoded_len() <= COMMIT_LEN_MAX_BYTES + extra {
+                    break blob;
+                }
+                len -= 1;
+            };
+            size.add(blob.encoded_len());
+            mutations.push(blob);
+            if size.encoded_len() == COMMIT_LEN_MAX_BYTES + extra {
+                break;
+            }
+        }
+        let commit = Commit {
+            cause: cause.clone(),
+            mutations,
+        };
+        (commit, size)
+    };
+    let mut log = Log::create(MemDevice::new(16384), Config::default()).unwrap();
+    let (at_limit, size) = build(0);
+    assert!(size.fits());
+    assert_eq!(at_limit.encoded_len(), COMMIT_LEN_MAX_BYTES);
+    assert_eq!(log.append(at_limit).unwrap(), 1);
+    let (over, size) = build(1);
+    assert!(!size.fits());
+    assert_eq!(over.encoded_len(), COMMIT_LEN_MAX_BYTES + 1);
+    assert_eq!(
+        log.append(over),
+        Err(Error::Limit(LimitError::CommitTooLarge {
+            len: COMMIT_LEN_MAX_BYTES + 1
+        }))
+    );
+    assert!(!log.is_poisoned());
+    assert_eq!(log.sync().unwrap(), 1);
+    let log = reopen(log, Config::default());
+    assert_eq!(log.blob("b0").map(<[u8]>::len), Some(BLOB_LEN_MAX_BYTES));
+}
+
 #[test]
 fn checkpoints_and_compaction_keep_state_and_bound_the_log() {
     let config = Config {

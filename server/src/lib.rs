@@ -17,7 +17,9 @@
 //! table and the persisted connection snapshot), [`output`] (queued replies / events with
 //! their ring stream position), [`store_engine`] (the store as the engine, its mapping onto
 //! log mutations, and [`store_engine::start_crash_resilient`], the one start-up / recovery
-//! entry point), [`log_journal`] / [`journal`] (persistence modes), [`debug`] (log switches,
+//! entry point), [`switch`] (a volatile server moving onto a log at run time; with
+//! `state_commits` it writes a whole store image as several commits, the root node last),
+//! [`log_journal`] / [`journal`] (persistence modes), [`debug`] (log switches,
 //! trace, statistics and the debug shell's `ShellTarget`), [`platform`] (what the machine
 //! provides), [`ring`] / [`frame`] (re-exports of and thin adapters over `protocol`).
 #![no_std]
@@ -37,6 +39,7 @@ pub mod output;
 pub mod platform;
 pub mod ring;
 pub mod server;
+mod state_commits;
 pub mod store_engine;
 pub mod switch;
 

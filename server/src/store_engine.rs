@@ -609,7 +609,9 @@ pub type LoggedServer<P, E, D> = crate::Server<P, E, crate::log_journal::LogJour
 
 /// Starts a crash-resilient server on an opened (or created) log — the one entry point the
 /// hosted daemon, the unikernel and the simulation tests share: a log without a store image
-/// gets the fresh store's image as a durable first commit; otherwise the store and every ring
+/// gets the fresh store's image, made durable (the first commit of a new log; on a log that an
+/// interrupted switch left without a store, after removing its leftovers: see
+/// `state_commits`); otherwise the store and every ring
 /// connection are recovered (transactions open at the crash answer `EAGAIN`, rings are
 /// re-attached and their indices reconciled). `wrap` lets the platform put the engine in a
 /// guard (the hosted daemon's panic guard); pass `|engine| engine` otherwise.
@@ -627,17 +629,22 @@ where
 {
     use crate::log_journal::{LogJournal, recover_connections};
     if !StoreEngine::log_has_image(&log) {
+        use crate::state_commits::{append_in_commits, leftover_removals, split_off_root};
         let engine = StoreEngine::new(store_config);
-        let commit = xenstore_persist::Commit {
-            cause: xenstore_persist::Cause {
-                request_type: u32::MAX,
-                path: Some(String::from("/")),
-                ..xenstore_persist::Cause::default()
-            },
-            mutations: engine.image_mutations(),
+        // A log without a store may still hold what an interrupted switch wrote before its
+        // final commit: remove it, so the fresh store is all there is.
+        let mut body = leftover_removals(&log);
+        let mut image = engine.image_mutations();
+        let root = split_off_root(&mut image);
+        body.extend(image);
+        let cause = xenstore_persist::Cause {
+            request_type: u32::MAX,
+            path: Some(String::from("/")),
+            ..xenstore_persist::Cause::default()
         };
-        log.append(commit).map_err(StartError::Log)?;
+        append_in_commits(&mut log, &cause, body, alloc::vec![root]).map_err(StartError::Log)?;
         log.sync().map_err(StartError::Log)?;
+        assert!(StoreEngine::log_has_image(&log));
         let server = crate::Server::new(platform, wrap(engine), LogJournal::new(log), config);
         return Ok((server, Started::Fresh));
     }

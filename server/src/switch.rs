@@ -3,12 +3,19 @@
 //! before dom0 attaches the RAM disk).
 //!
 //! [`SwitchableJournal`] is the journal such a server runs with: `Volatile` (nothing is
-//! recorded, like `NoJournal`; `Disabled` is mode `none`, which never switches) until [`Server::switch_to_log`] formats the device, writes ONE
-//! durable commit holding everything recovery reads back — the engine's whole image, every
-//! ring connection's snapshot blob (ring location, consumed index, partial packet, unsent
-//! replies and events, the store's record: watches and transaction ids) and the server state
-//! blob — and turns it into `Logged`. From the next step on every request is persisted before
-//! its reply leaves (the pipeline's rule; nothing else changes).
+//! recorded, like `NoJournal`; `Disabled` is mode `none`, which never switches) until
+//! [`Server::switch_to_log`] formats the device, writes everything recovery reads back — the
+//! engine's whole image, every ring connection's snapshot blob (ring location, consumed index,
+//! partial packet, unsent replies and events, the store's record: watches and transaction ids)
+//! and the server state blob — and turns it into `Logged`. From the next step on every request
+//! is persisted before its reply leaves (the pipeline's rule; nothing else changes).
+//!
+//! The state is written as as many commits as it needs, each within `persist`'s 1 MiB commit
+//! limit (`state_commits`: measured exactly, appended back to back, one `sync` at the end):
+//! first the image's nodes and blobs, then a final commit with the root node "/", the
+//! connection blobs and the server blob (a connection blob that does not fit beside them goes
+//! into an earlier commit). The size of the store is thus bounded by the device and the
+//! memory, not by one commit (`SwitchReport` says how many commits it took).
 //!
 //! Contract of the switch:
 //! - call it between steps (it is a `&mut self` method, so it cannot run inside one): all
@@ -18,10 +25,16 @@
 //!   A device that may hold an earlier run's store (the RAM disk of a stub domain relaunched
 //!   by a cold restart) must be checked with [`device_holds_store`] first: recovering from it
 //!   (`start_crash_resilient`) is then the right thing, not overwriting it;
-//! - until the commit is durable nothing changed: on `Err` the server keeps running volatile
-//!   and the switch may be retried with a (re-)attached device; a crash during the switch
-//!   leaves a device without a store image (recovery then finds nothing, as before the
-//!   switch) or with the complete image — never a partial one (one commit is atomic);
+//! - all or nothing: a log holds a store once its root node has a record, and the root node
+//!   is only in the final commit (nodes written before it leave "/" an implicit directory,
+//!   which has no record). Commits become durable in order, so a crash during the switch
+//!   leaves a device without a store image — [`device_holds_store`] says false, recovery finds
+//!   nothing (as before the switch), a later switch formats it again and a fresh start removes
+//!   the leftovers — or with the complete image, never a partial one;
+//! - on `Err` the server keeps running volatile, nothing in it changed, and the switch may be
+//!   retried with a (re-)attached device. The device may then hold the complete image (the
+//!   final commit became durable but the log's maintenance after it failed): it is the state
+//!   of the switch, which the server has since left behind;
 //! - afterwards a crash recovers with [`crate::store_engine::start_crash_resilient`] on the
 //!   same device: the state at the switch plus every request acknowledged after it.
 //!
@@ -31,7 +44,7 @@
 use alloc::string::String;
 use core::fmt;
 
-use xenstore_persist::{BlockDevice, Cause, Commit, Config as LogConfig, Log, Mutation};
+use xenstore_persist::{BlockDevice, Cause, Config as LogConfig, Log, Mutation};
 use xenstore_shell::{CommitView, DiffView, TargetError};
 
 use crate::engine::Engine;
@@ -39,7 +52,8 @@ use crate::journal::{CommitCause, ConnectionUpdate, Journal};
 use crate::log_journal::{LogError, LogJournal, SERVER_KEY, connection_key};
 use crate::platform::Platform;
 use crate::server::Server;
-use crate::store_engine::{StoreChanges, image_mutations_of};
+use crate::state_commits::{append_in_commits, final_commit, split_off_root};
+use crate::store_engine::{StoreChanges, StoreEngine, image_mutations_of};
 
 /// A journal that starts volatile and can be switched onto a log at run time.
 #[allow(
@@ -165,8 +179,9 @@ pub enum SwitchError {
     PersistenceNone,
     /// The device could not be formatted.
     Format(xenstore_persist::OpenError),
-    /// The full-state commit could not be appended or made durable (device failure, or the
-    /// state is larger than one commit may be: see `persist`'s limits).
+    /// The state's commits could not be appended or made durable: a device failure, a device
+    /// too small for the state (`Error::NoSpace`, `LimitError::CommitExceedsRegion`), or an
+    /// item beyond `persist`'s limits (`Error::Limit`).
     Commit(xenstore_persist::Error),
     /// The engine exposes no store image (engines other than the store cannot switch).
     NoStore,
@@ -184,15 +199,22 @@ impl fmt::Display for SwitchError {
     }
 }
 
-/// What the switch wrote.
+/// What the switch wrote (all of it durable when the switch returns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SwitchReport {
-    /// Log mutations in the full-state commit.
+    /// Log mutations written, over all commits.
     pub mutations: usize,
     /// Ring connections persisted.
     pub connections: usize,
-    /// Sequence number of the commit (durable).
-    pub seq: u64,
+    /// Commits the state took (1 for a state that fits one commit).
+    pub commits: u64,
+    /// Sequence number of the first commit.
+    pub first_seq: u64,
+    /// Sequence number of the final commit, the one with the root node: the log's durable
+    /// sequence number after the switch.
+    pub last_seq: u64,
+    /// Encoded bytes of all commits (each within `persist`'s commit limit).
+    pub bytes: u64,
 }
 
 /// True when `device` holds a log with a store image (read-only probe: nothing is written).
@@ -211,8 +233,9 @@ where
     D: BlockDevice,
 {
     /// Switches this (volatile) server onto a log on `device` (see the module doc): formats
-    /// the device, writes and syncs one commit with everything, then persists every request
-    /// before its reply. On `Err` nothing changed and the device is dropped.
+    /// the device, writes the whole state as one or more commits (the root node in the last),
+    /// syncs once, then persists every request before its reply. On `Err` nothing changed in
+    /// the server and the device is dropped.
     pub fn switch_to_log(
         &mut self,
         device: D,
@@ -224,48 +247,64 @@ where
             SwitchableJournal::Volatile => {}
         }
         let store = self.engine().store().ok_or(SwitchError::NoStore)?;
-        let mut mutations = image_mutations_of(store);
+        let mut body = image_mutations_of(store);
+        let root = split_off_root(&mut body);
         let (connections, server_state) = self.persisted_state();
         let connection_count = connections.len();
-        for (id, blob) in connections {
-            if let Some(value) = blob {
-                mutations.push(Mutation::PutBlob {
-                    key: connection_key(id),
-                    value,
-                });
-            }
-        }
-        mutations.push(Mutation::PutBlob {
+        let cause = Cause {
+            request_type: u32::MAX,
+            path: Some(String::from("/")),
+            timestamp: self.platform().now_ns(),
+            ..Cause::default()
+        };
+        // The final commit: the root node, the server blob and every connection blob that
+        // fits beside them (in practice all); the others go into the commits before it.
+        let server = Mutation::PutBlob {
             key: String::from(SERVER_KEY),
             value: server_state,
-        });
-        let mutation_count = mutations.len();
-        let mut log = Log::create(device, config).map_err(SwitchError::Format)?;
-        let commit = Commit {
-            cause: Cause {
-                request_type: u32::MAX,
-                path: Some(String::from("/")),
-                timestamp: self.platform().now_ns(),
-                ..Cause::default()
-            },
-            mutations,
         };
-        log.append(commit).map_err(SwitchError::Commit)?;
-        let seq = log.sync().map_err(SwitchError::Commit)?;
+        let blobs = connections
+            .into_iter()
+            .filter_map(|(id, blob)| {
+                blob.map(|value| Mutation::PutBlob {
+                    key: connection_key(id),
+                    value,
+                })
+            })
+            .collect();
+        let (last, spilled) = final_commit(&cause, blobs, alloc::vec![server, root]);
+        body.extend(spilled);
+        let mutation_count = body.len() + last.len();
+        let mut log = Log::create(device, config).map_err(SwitchError::Format)?;
+        let appended =
+            append_in_commits(&mut log, &cause, body, last).map_err(SwitchError::Commit)?;
+        let durable = log.sync().map_err(SwitchError::Commit)?;
+        assert_eq!(
+            durable, appended.last_seq,
+            "the switch's commits are all durable"
+        );
+        assert!(
+            StoreEngine::log_has_image(&log),
+            "the final commit has the root"
+        );
         *self.journal_mut() = SwitchableJournal::Logged(LogJournal::new(log));
         self.state_persisted();
         self.log_event(
             crate::Category::Persist,
             crate::Level::Info,
             format_args!(
-                "switched onto the log: commit {seq} holds the store and \
-                 {connection_count} ring connections; every request is persisted from now on"
+                "switched onto the log: commits {}..={} ({} commits, {} bytes) hold the store \
+                 and {connection_count} ring connections; every request is persisted from now on",
+                appended.first_seq, appended.last_seq, appended.commits, appended.bytes
             ),
         );
         Ok(SwitchReport {
             mutations: mutation_count,
             connections: connection_count,
-            seq,
+            commits: appended.commits,
+            first_seq: appended.first_seq,
+            last_seq: appended.last_seq,
+            bytes: appended.bytes,
         })
     }
 }

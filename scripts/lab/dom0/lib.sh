@@ -41,6 +41,15 @@ lab_log_tail() {
     tail -n "$lines" "$file" | while IFS= read -r line; do lab_emit "LAB-LOG $scenario $line"; done
 }
 
+# The stub domain's tools: xenstore-control (Debian keeps it out of PATH) and the stub
+# domain's console log as xenconsoled writes it.
+lab_xenstore_control() { command -v xenstore-control || echo /usr/lib/xen-4.17/bin/xenstore-control; }
+lab_stubdom_console_log() {
+    local found
+    found="$(find /var/log/xen/console -maxdepth 1 -name 'guest-Xenstore*.log' 2>/dev/null | head -n 1)"
+    echo "${found:-/var/log/xen/console/guest-Xenstore.log}"
+}
+
 # Guest helpers. lab_guest_create NAME [xl options...] creates the lab guest NAME.
 lab_guest_create() {
     local name="$1"; shift

@@ -31,9 +31,8 @@ fail() {
     exit 1
 }
 
-control="$(command -v xenstore-control || echo /usr/lib/xen-4.17/bin/xenstore-control)"
-console_log="$(ls /var/log/xen/console/guest-Xenstore*.log 2>/dev/null | head -n 1 || true)"
-[ -n "$console_log" ] || console_log=/var/log/xen/console/guest-Xenstore.log
+control="$(lab_xenstore_control)"
+console_log="$(lab_stubdom_console_log)"
 
 step "persistence mode"
 stats="$(timeout 20 "$control" stats 2>&1)" || fail "xenstore-control stats failed: $stats"

@@ -323,6 +323,15 @@ impl Scenario {
         self.guest.assert_each_reply_once();
     }
 
+    /// Steps the recovered server `rounds` times, both peers reading their rings after each.
+    fn settle(&mut self, server: &mut SimServer<LogJournal<SimDevice>>, rounds: usize) {
+        for _ in 0..rounds {
+            server.step().expect("step");
+            self.dom0.pull();
+            self.guest.pull();
+        }
+    }
+
     fn volatile_server(&self) -> VolatileServer {
         Server::new(
             SimPlatform::new(&self.world, &self.clock),
@@ -626,11 +635,7 @@ fn switch_mid_stream_then_crash_keeps_everything() {
         0,
         format!("{home}/w/third\0y").as_bytes(),
     );
-    for _ in 0..6 {
-        server.step().expect("step");
-        scenario.dom0.pull();
-        scenario.guest.pull();
-    }
+    scenario.settle(&mut server, 6);
     let (_, message_type, payload) = scenario.guest.reply(tx_use).expect("tx reply");
     assert_eq!(*message_type, MessageType::Error);
     assert_eq!(payload.as_slice(), b"EAGAIN\0");
@@ -829,11 +834,7 @@ fn large_store_switches_in_several_commits_and_recovers_exactly() {
         before.transaction,
         format!("{home}/w/in-tx\0late").as_bytes(),
     );
-    for _ in 0..8 {
-        server.step().expect("step");
-        scenario.dom0.pull();
-        scenario.guest.pull();
-    }
+    scenario.settle(&mut server, 8);
     scenario.dom0.assert_all_ok(&before.queued_reads);
     scenario.guest.assert_ok(before.partial_req_id);
     let (_, message_type, payload) = scenario.guest.reply(tx_use).expect("tx reply");
@@ -1028,11 +1029,7 @@ fn crash_right_after_the_switch_delivers_queued_replies_once() {
     sim.crash(CrashMode::RandomSubsetTorn);
     let mut server = recover(&scenario, sim);
     scenario.guest.send_bytes(&before.partial_rest);
-    for _ in 0..8 {
-        server.step().expect("step");
-        scenario.dom0.pull();
-        scenario.guest.pull();
-    }
+    scenario.settle(&mut server, 8);
     scenario.dom0.assert_all_ok(&before.queued_reads);
     scenario.guest.assert_ok(before.partial_req_id);
     scenario.assert_each_reply_once();
